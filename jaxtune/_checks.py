@@ -1,0 +1,90 @@
+"""Validation helpers shared by every module.
+
+Numeric hyperparameters may be tracers; they are validated only when concrete
+(DESIGN.md principle 2). `concrete(x)` is the single place that decides what
+"concrete" means.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete(value: Any) -> np.ndarray | None:
+    """Returns `value` as a NumPy array if it is known now, else None (a tracer)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, (numbers.Number, np.ndarray, np.generic, jax.Array)):
+        return np.asarray(value)
+    return None
+
+
+def describe(value: Any) -> str:
+    """A short rendering of a concrete value for an error message."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return repr(array.item())
+    return np.array2string(array, threshold=8)
+
+
+def check_numeric(name: str, value: Any) -> None:
+    """Raises TypeError unless `value` is a number, an array or a tracer."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a number or an array, got the bool {value!r}.")
+    if isinstance(value, (numbers.Number, np.ndarray, np.generic, jax.Array, jax.core.Tracer)):
+        return
+    raise TypeError(
+        f"`{name}` must be a number or an array, got {type(value).__name__} {value!r}."
+    )
+
+
+def check_finite(name: str, value: Any, hint: str = "") -> None:
+    """Raises ValueError if a concrete `value` has a NaN or an infinity."""
+    check_numeric(name, value)
+    array = concrete(value)
+    if array is not None and not np.all(np.isfinite(array)):
+        raise ValueError(f"`{name}` must be finite, got {name}={describe(array)}.{_hint(hint)}")
+
+
+def check_nonnegative(name: str, value: Any, hint: str = "") -> None:
+    """Raises ValueError if a concrete `value` is negative (or not finite)."""
+    check_finite(name, value, hint)
+    array = concrete(value)
+    if array is not None and np.any(array < 0):
+        raise ValueError(
+            f"`{name}` must be non-negative, got {name}={describe(array)}.{_hint(hint)}"
+        )
+
+
+def check_positive(name: str, value: Any, hint: str = "") -> None:
+    """Raises ValueError if a concrete `value` is not strictly positive."""
+    check_finite(name, value, hint)
+    array = concrete(value)
+    if array is not None and np.any(array <= 0):
+        raise ValueError(f"`{name}` must be positive, got {name}={describe(array)}.{_hint(hint)}")
+
+
+def check_in_range(
+    name: str, value: Any, low: float, high: float, *, closed_low: bool = True,
+    closed_high: bool = True, hint: str = "",
+) -> None:
+    """Raises ValueError if a concrete `value` lies outside [low, high] (or open ends)."""
+    check_finite(name, value, hint)
+    array = concrete(value)
+    if array is None:
+        return
+    below = array < low if closed_low else array <= low
+    above = array > high if closed_high else array >= high
+    if np.any(below) or np.any(above):
+        interval = f"{'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
+        raise ValueError(
+            f"`{name}` must lie in {interval}, got {name}={describe(array)}.{_hint(hint)}"
+        )
+
+
+def _hint(hint: str) -> str:
+    return f" {hint}" if hint else ""
