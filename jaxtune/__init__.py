@@ -8,3 +8,88 @@ configurations x seeds with `jit(vmap(lax.scan(...)))`.
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+from .transforms import (
+    ProximalL1State as ProximalL1State,
+    ReduceOnPlateauState as ReduceOnPlateauState,
+    l1_penalty as l1_penalty,
+    l2_penalty as l2_penalty,
+    proximal_l1 as proximal_l1,
+    reduce_on_plateau as reduce_on_plateau,
+)
+__all__ += ["ProximalL1State", "ReduceOnPlateauState", "l1_penalty", "l2_penalty",
+            "proximal_l1", "reduce_on_plateau"]
+
+from .metrics import (
+    accuracy as accuracy,
+    classification_metrics as classification_metrics,
+    confusion_matrix as confusion_matrix,
+    f1 as f1,
+    precision as precision,
+    recall as recall,
+)
+__all__ += ["accuracy", "classification_metrics", "confusion_matrix", "f1", "precision",
+            "recall"]
+
+from .data import (
+    Dataset as Dataset,
+    load_digits as load_digits,
+    make_classification_data as make_classification_data,
+)
+__all__ += ["Dataset", "load_digits", "make_classification_data"]
+
+from .space import (
+    Dimension as Dimension,
+    Space as Space,
+    Table as Table,
+    choice as choice,
+    fixed as fixed,
+    loguniform as loguniform,
+    randint as randint,
+    uniform as uniform,
+)
+__all__ += ["Dimension", "Space", "Table", "choice", "fixed", "loguniform", "randint",
+            "uniform"]
+
+from .results import (
+    BestConfig as BestConfig,
+    SweepResult as SweepResult,
+)
+__all__ += ["BestConfig", "SweepResult"]
+
+from .devices import use_cpu_devices as use_cpu_devices
+from .population import (
+    PopulationState as PopulationState,
+    Trainer as Trainer,
+)
+__all__ += ["use_cpu_devices", "PopulationState", "Trainer"]
+
+from .schedules import (
+    constant_schedule as constant_schedule,
+    cosine_decay_schedule as cosine_decay_schedule,
+    cosine_onecycle_schedule as cosine_onecycle_schedule,
+    cyclic_schedule as cyclic_schedule,
+    exponential_decay as exponential_decay,
+    join_schedules as join_schedules,
+    linear_onecycle_schedule as linear_onecycle_schedule,
+    linear_schedule as linear_schedule,
+    piecewise_constant_schedule as piecewise_constant_schedule,
+    piecewise_interpolate_schedule as piecewise_interpolate_schedule,
+    polynomial_schedule as polynomial_schedule,
+    sgdr_schedule as sgdr_schedule,
+    warmup_constant_schedule as warmup_constant_schedule,
+    warmup_cosine_decay_schedule as warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule as warmup_exponential_decay_schedule,
+    warmup_inverse_sqrt_schedule as warmup_inverse_sqrt_schedule,
+    warmup_stable_decay_schedule as warmup_stable_decay_schedule,
+)
+__all__ += ["constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule",
+            "cyclic_schedule", "exponential_decay", "join_schedules",
+            "linear_onecycle_schedule", "linear_schedule", "piecewise_constant_schedule",
+            "piecewise_interpolate_schedule", "polynomial_schedule", "sgdr_schedule",
+            "warmup_constant_schedule", "warmup_cosine_decay_schedule",
+            "warmup_exponential_decay_schedule", "warmup_inverse_sqrt_schedule",
+            "warmup_stable_decay_schedule"]
+
+from .sweep import sweep as sweep
+__all__ += ["sweep"]

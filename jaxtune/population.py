@@ -263,6 +263,7 @@ class Trainer:
         self._eval_data = None if eval_data is None else jax.device_put(eval_data, replicated)
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self._compiled: dict[Any, Any] = {}
+        self._validated: set[tuple] = set()
 
     # -- building blocks, traced per member -------------------------------------------
 
@@ -270,13 +271,21 @@ class Trainer:
         values = {**hparams, **self.static_hparams}
         return self.make_optimizer(**_select(values, self._optimizer_sig, True))
 
-    def _loss(self, params, batch, hparams, step_key):
+    def _loss_raw(self, params, batch, hparams, step_key):
+        """`loss_fn` called with the hyperparameters (and key) its signature names."""
         values = {**hparams, **self.static_hparams}
         kwargs = _select(values, self._loss_sig, False)
         if self._loss_takes_key:
             kwargs["key"] = step_key
-        out = self.loss_fn(params, batch, **kwargs)
+        return self.loss_fn(params, batch, **kwargs)
+
+    def _loss(self, params, batch, hparams, step_key):
+        out = self._loss_raw(params, batch, hparams, step_key)
         return out if self._has_aux else (out, None)
+
+    def _eval_raw(self, params, eval_data, hparams):
+        values = {**hparams, **self.static_hparams}
+        return self.eval_fn(params, eval_data, **_select(values, self._eval_sig, False))
 
     def _init_member(self, hparams, seed):
         if self.init_fn is not None:
@@ -334,12 +343,11 @@ class Trainer:
         return member, jnp.where(alive, loss, jnp.nan).astype(jnp.float32)
 
     def _evaluate_member(self, eval_data: Any, member: PopulationState):
-        values = {**member.hparams, **self.static_hparams}
         if self.eval_fn is None:
             loss, _ = self._loss(member.params, eval_data, member.hparams, self._keys[2])
             out = {"eval_loss": loss}
         else:
-            out = self.eval_fn(member.params, eval_data, **_select(values, self._eval_sig, False))
+            out = self._eval_raw(member.params, eval_data, member.hparams)
             if not isinstance(out, Mapping):
                 out = {self._eval_names[0]: out}
         return {k: jnp.where(member.alive, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in out.items()}
@@ -374,8 +382,12 @@ class Trainer:
 
         Raises ValueError if the hyperparameter names do not fit the functions, the
         loss is not a scalar, or `eval_fn` does not return scalars. `hparams` maps
-        names to arrays whose dtype (not values) is used.
+        names to arrays whose dtype (not values) is used; each set of names and
+        dtypes is checked once.
         """
+        signature = tuple(sorted((k, str(jnp.asarray(v).dtype)) for k, v in hparams.items()))
+        if signature in self._validated:
+            return
         check_hparam_routing(
             [*hparams, *self.static_hparams], self.make_optimizer, self.loss_fn, self.init_fn,
             self.eval_fn,
@@ -386,11 +398,9 @@ class Trainer:
             lambda a: jax.ShapeDtypeStruct((self.batch_size,) + np.shape(a)[1:], jnp.result_type(a)),
             self._data,
         )
-        values = {**one, **self.static_hparams}
-        kwargs = _select(values, self._loss_sig, False)
-        if self._loss_takes_key:
-            kwargs["key"] = jax.eval_shape(lambda: self._keys[2])
-        out = jax.eval_shape(functools.partial(self.loss_fn, **kwargs), params, batch)
+        key = jax.eval_shape(lambda: self._keys[2])
+        loss_fn = lambda p, b, hp, k: self._loss_raw(p, b, hp, k)
+        out = jax.eval_shape(loss_fn, params, batch, one, key)
         self._has_aux = isinstance(out, tuple)
         if self._has_aux and len(out) != 2:
             raise ValueError(
@@ -405,10 +415,7 @@ class Trainer:
                 "reduce it, e.g. with `jnp.mean`."
             )
         if self.eval_fn is not None:
-            out = jax.eval_shape(
-                functools.partial(self.eval_fn, **_select(values, self._eval_sig, False)),
-                params, self._eval_data,
-            )
+            out = jax.eval_shape(self._eval_raw, params, self._eval_data, one)
             leaves = out.values() if isinstance(out, Mapping) else [out]
             if any(getattr(v, "shape", None) != () for v in leaves):
                 raise ValueError(
@@ -422,6 +429,7 @@ class Trainer:
                 self._eval_names = tuple(out)
         elif self._eval_data is not None:
             self._eval_names = ("eval_loss",)
+        self._validated.add(signature)
 
     def init(self, hparams: Mapping[str, Any], seed: Any = None) -> PopulationState:
         """Builds the initial population.

@@ -24,7 +24,7 @@ from jaxtune.space import Space, Table
 
 # Members per device per slice on a CPU. One core runs one slice's vmapped step;
 # past a few members a wider vmap only adds cache pressure (bench/sweep_speed.py).
-CPU_MEMBERS_PER_DEVICE = 8
+CPU_MEMBERS_PER_DEVICE = 4
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -137,7 +137,7 @@ def sweep(
         else "train_loss").
       mode: "min" or "max" (default: "min" for names with "loss" or "error").
       members_per_slice: static; members trained at once per compiled call (default:
-        all on accelerators, 8 per device on CPU). Results do not depend on it.
+        all on accelerators, 4 per device on CPU). Results do not depend on it.
       devices: devices to shard the members over (default: all local devices).
       record_step_loss: also keep the training loss of every step.
       keep_params: keep every member's final parameters in the result.

@@ -1,0 +1,992 @@
+"""What a sweep returns: curves, final metrics, the best configuration, export, plots.
+
+`SweepResult` holds a population of N members (configurations x seeds) recorded at C
+points (the end of each chunk):
+
+* `hparams`: one column of length N per hyperparameter; `trial` and `seed` say which
+  configuration and which seed each member is (members of one trial share every
+  hyperparameter);
+* `steps` [C]: the training step at each record point;
+* `train_loss` and every entry of `metrics` [N, C]: the curves;
+* `diverged`, `diverged_step` [N]: which members went non-finite, and at which step.
+
+The ranking rules, stated once and used by `final`, `summary`, `top`, `best`,
+`best_config` and `plot`:
+
+* A member's *final* value of a metric is its value at the last record point. A diverged
+  member's final value is NaN whatever its curve holds, so it can never win.
+* A trial's score is the mean of its members' final values over seeds; its spread is the
+  population standard deviation over seeds (``ddof=0``), so one seed gives 0.
+* Trials rank best first by score: lowest for mode ``"min"``, highest for ``"max"``. A
+  trial whose score is not finite (a seed diverged, or the metric itself is NaN) ranks
+  after every finite one, fewest diverged seeds first. Ties keep trial order.
+
+`summary`, `top` and `to_pandas` need pandas and `plot` needs matplotlib (both in
+``pip install 'jaxtune[demo]'``); everything else needs NumPy only. `save` writes one
+``.npz`` file without pickle, and `SweepResult.load` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+import zlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["BestConfig", "SweepResult"]
+
+_FORMAT = "jaxtune.SweepResult"
+_FORMAT_VERSION = 1
+_MODES = ("min", "max")
+# Used only to pick a ranking direction for a metric other than the result's default
+# one when no `mode` is given; anything else has to say its `mode`.
+_MIN_WORDS = ("loss", "error", "mse", "mae", "rmse", "nll", "perplexity")
+_MAX_WORDS = ("acc", "precision", "recall", "f1", "auc", "r2")
+_DEMO_HINT = "install it with `pip install 'jaxtune[demo]'`"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BestConfig:
+    """The best trial of a sweep: its hyperparameters and its final metric over seeds.
+
+    Its ``repr`` reads like the configuration to copy, e.g.
+    ``learning_rate=0.0031, weight_decay=0.0001 -> accuracy 0.962 ± 0.004 (3 seeds)``.
+    """
+
+    hparams: dict[str, Any]  # hyperparameter name -> plain Python value (int, float, str, ...)
+    trial: int  # the trial's index, as in `SweepResult.trial`
+    metric: str  # the metric the trials were ranked by
+    mode: str  # "min" or "max"
+    mean: float  # mean over seeds of the final metric
+    std: float  # standard deviation over seeds of the final metric (ddof=0)
+    values: np.ndarray  # float [n_seeds]: the final metric of each seed, by seed index
+
+    @property
+    def n_seeds(self) -> int:
+        """How many seeds the trial was trained with."""
+        return int(self.values.shape[0])
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={_format_value(v)}" for name, v in self.hparams.items())
+        seeds = f"{self.n_seeds} seed{'' if self.n_seeds == 1 else 's'}"
+        return (
+            f"{settings or f'trial {self.trial}'} -> {self.metric} "
+            f"{self.mean:.3g} ± {self.std:.2g} ({seeds})"
+        )
+
+
+class _TrialStats(NamedTuple):
+    """Per-trial aggregates of one metric, trials in sorted-id order."""
+
+    trials: np.ndarray  # int [T]: the distinct trial ids, increasing
+    first: np.ndarray  # int [T]: a member of each trial (its first), for its hyperparameters
+    inverse: np.ndarray  # int [N]: each member's position in `trials`
+    final: np.ndarray  # float64 [N]: each member's final metric (NaN if diverged)
+    mean: np.ndarray  # float64 [T]: mean over seeds
+    std: np.ndarray  # float64 [T]: standard deviation over seeds, ddof=0
+    count: np.ndarray  # int [T]: members (seeds) per trial
+    n_diverged: np.ndarray  # int [T]: diverged members per trial
+    order: np.ndarray  # int [T]: positions in `trials`, best first
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SweepResult:
+    """Curves, final metrics and hyperparameters of every member of a sweep.
+
+    Built by `jaxtune.sweep` and the strategies; building one by hand from NumPy arrays
+    is fine too (every array is checked against the others in `__post_init__`).
+
+    Attributes:
+      hparams: hyperparameter name -> column of length N. Numeric columns are numeric
+        arrays (e.g. float32, int32); static columns are 1-D object arrays of Python
+        values (e.g. ``"adam"``, ``128``).
+      trial: int [N], the configuration index of each member; members with the same
+        trial share every hyperparameter.
+      seed: int [N], the seed index of each member, 0..S-1. Each (trial, seed) pair
+        occurs once.
+      steps: int [C], the training step count at each record point, increasing.
+      train_loss: float [N, C], mean training loss over each chunk; NaN from the chunk
+        where a member diverged on.
+      metrics: eval metric name -> float [N, C] at the same record points (e.g.
+        ``"eval_loss"``, ``"accuracy"``); may be empty.
+      diverged: bool [N], whether each member went non-finite.
+      diverged_step: int [N], the first step whose loss or parameters were non-finite;
+        -1 for members that never diverged.
+      metric: the default metric for ranking: ``"train_loss"`` or a key of `metrics`.
+      mode: ``"min"`` or ``"max"``: whether lower or higher `metric` is better.
+      params: the final parameters, a pytree whose every leaf has leading axis N, or None.
+      timing: wall-clock figures, e.g. ``compile_s``, ``run_s``, ``total_s``,
+        ``member_steps_per_s``.
+      step_loss: float [N, steps], the per-step training loss when recorded, else None.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import jaxtune as jt
+    >>> result = jt.SweepResult(
+    ...     hparams={"learning_rate": np.array([0.1, 0.1, 0.01, 0.01], np.float32)},
+    ...     trial=np.array([0, 0, 1, 1]), seed=np.array([0, 1, 0, 1]),
+    ...     steps=np.array([100, 200]),
+    ...     train_loss=np.array([[0.9, 0.5], [0.8, 0.4], [1.0, 0.8], [1.1, 0.9]]),
+    ...     metrics={}, diverged=np.zeros(4, bool), diverged_step=np.full(4, -1))
+    >>> result.best
+    learning_rate=0.1 -> train_loss 0.45 ± 0.05 (2 seeds)
+    >>> result.final().tolist()
+    [0.5, 0.4, 0.8, 0.9]
+    """
+
+    hparams: dict[str, np.ndarray]
+    trial: np.ndarray
+    seed: np.ndarray
+    steps: np.ndarray
+    train_loss: np.ndarray
+    metrics: dict[str, np.ndarray]
+    diverged: np.ndarray
+    diverged_step: np.ndarray
+    metric: str = "train_loss"
+    mode: str = "min"
+    params: Any = None
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)
+    step_loss: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ validation
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        trial = _int_vector("trial", self.trial)
+        n = trial.shape[0]
+        if n == 0:
+            raise ValueError("`trial` is empty: a SweepResult needs at least one member.")
+        if np.any(trial < 0):
+            raise ValueError(f"`trial` must be non-negative, got trial={_show(trial)}.")
+        seed = _int_vector("seed", self.seed, n)
+        if np.any(seed < 0):
+            raise ValueError(f"`seed` must be non-negative, got seed={_show(seed)}.")
+        steps = _int_vector("steps", self.steps)
+        c = steps.shape[0]
+        if c == 0:
+            raise ValueError("`steps` is empty: a SweepResult needs at least one record point.")
+        if np.any(np.diff(steps) <= 0):
+            raise ValueError(f"`steps` must be strictly increasing, got steps={_show(steps)}.")
+        train_loss = _curve_array("train_loss", self.train_loss, n, c)
+
+        if not isinstance(self.metrics, Mapping):
+            raise TypeError(
+                "`metrics` must be a dict of metric name -> float [N, C] array, got "
+                f"{type(self.metrics).__name__}; pass {{}} when there are no eval metrics."
+            )
+        metrics = {}
+        for name, curve in self.metrics.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"`metrics` keys must be non-empty strings, got {name!r}.")
+            if name == "train_loss":
+                raise ValueError(
+                    "`metrics` must not have a 'train_loss' entry: the training loss is the "
+                    "`train_loss` field; name the eval metric differently (e.g. 'eval_loss')."
+                )
+            metrics[name] = _curve_array(f"metrics[{name!r}]", curve, n, c)
+
+        diverged = np.asarray(self.diverged)
+        if diverged.ndim != 1 or diverged.dtype.kind != "b":
+            raise TypeError(
+                "`diverged` must be a 1-D bool array [N], got "
+                f"{diverged.dtype} array of shape {diverged.shape}."
+            )
+        _check_length("diverged", diverged, n)
+        diverged_step = _int_vector("diverged_step", self.diverged_step, n)
+        bad = np.flatnonzero(diverged & (diverged_step < 0))
+        if bad.size:
+            raise ValueError(
+                f"member {bad[0]} is marked diverged but has diverged_step="
+                f"{diverged_step[bad[0]]}; `diverged_step` must be the (non-negative) first "
+                "non-finite step of every diverged member."
+            )
+        bad = np.flatnonzero(~diverged & (diverged_step != -1))
+        if bad.size:
+            raise ValueError(
+                f"member {bad[0]} is not marked diverged but has diverged_step="
+                f"{diverged_step[bad[0]]}; `diverged_step` must be -1 for members that "
+                "never diverged."
+            )
+
+        if not isinstance(self.hparams, Mapping):
+            raise TypeError(
+                "`hparams` must be a dict of hyperparameter name -> column [N], got "
+                f"{type(self.hparams).__name__}."
+            )
+        hparams = {}
+        for name, column in self.hparams.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"`hparams` keys must be non-empty strings, got {name!r}.")
+            hparams[name] = _hparam_column(name, column, n)
+        _check_names(hparams, metrics)
+
+        if not isinstance(self.metric, str) or self.metric not in ("train_loss", *metrics):
+            raise ValueError(
+                f"`metric` must be 'train_loss' or a key of `metrics` "
+                f"{sorted(metrics)}, got metric={self.metric!r}."
+            )
+        if self.mode not in _MODES:
+            raise ValueError(f"`mode` must be 'min' or 'max', got mode={self.mode!r}.")
+
+        step_loss = self.step_loss
+        if step_loss is not None:
+            step_loss = np.asarray(step_loss)
+            if step_loss.ndim != 2 or step_loss.shape[0] != n:
+                raise ValueError(
+                    f"`step_loss` must have shape [N, steps] with N={n} members (from "
+                    f"`trial`), got shape {step_loss.shape}."
+                )
+            if step_loss.dtype.kind not in "fiu":
+                raise TypeError(f"`step_loss` must hold numbers, got dtype {step_loss.dtype}.")
+
+        if self.params is not None:
+            leaves, _ = jax.tree_util.tree_flatten_with_path(self.params)
+            for path, leaf in leaves:
+                shape = np.shape(leaf)
+                if shape[:1] != (n,):
+                    raise ValueError(
+                        f"`params` leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
+                        f"{shape}; every leaf needs the leading member axis N={n}."
+                    )
+
+        if not isinstance(self.timing, Mapping):
+            raise TypeError(
+                f"`timing` must be a dict of name -> seconds, got {type(self.timing).__name__}."
+            )
+        timing = {}
+        for name, value in self.timing.items():
+            if not isinstance(name, str):
+                raise TypeError(f"`timing` keys must be strings, got {name!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise TypeError(f"`timing[{name!r}]` must be a number, got {value!r}.")
+            timing[name] = float(value)
+
+        _check_unique_pairs(trial, seed)
+        _check_shared_hparams(hparams, trial)
+
+        put("hparams", hparams)
+        put("trial", trial)
+        put("seed", seed)
+        put("steps", steps)
+        put("train_loss", train_loss)
+        put("metrics", metrics)
+        put("diverged", diverged)
+        put("diverged_step", diverged_step)
+        put("timing", timing)
+        put("step_loss", step_loss)
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def n_members(self) -> int:
+        """N: how many members (trials x seeds) were trained."""
+        return int(self.trial.shape[0])
+
+    @property
+    def n_trials(self) -> int:
+        """How many distinct configurations (trials) were trained."""
+        return int(np.unique(self.trial).size)
+
+    @property
+    def n_seeds(self) -> int:
+        """How many distinct seed indices were used."""
+        return int(np.unique(self.seed).size)
+
+    # ------------------------------------------------------------------ metrics
+
+    def curve(self, metric: str | None = None) -> np.ndarray:
+        """The recorded curve [N, C] of `metric` (default: the result's `metric`)."""
+        metric = self._check_metric(metric)
+        return self.train_loss if metric == "train_loss" else self.metrics[metric]
+
+    def final(self, metric: str | None = None) -> np.ndarray:
+        """The last recorded value [N] of `metric` per member; NaN for diverged members.
+
+        Args:
+          metric: ``"train_loss"`` or a key of `metrics`; default: the result's `metric`.
+
+        Returns:
+          A float array [N], a copy.
+        """
+        last = self.curve(metric)[:, -1]
+        out = last.astype(np.promote_types(last.dtype, np.float32), copy=True)
+        out[self.diverged] = np.nan
+        return out
+
+    def mean_over_seeds(self, metric: str | None = None) -> np.ndarray:
+        """The curve of `metric` averaged over seeds: float64 [n_trials, C].
+
+        Rows follow the sorted trial ids. A trial's row is NaN from the first record
+        point where any of its seeds is NaN (e.g. diverged).
+        """
+        curve = self.curve(metric).astype(np.float64)
+        trials, inverse = np.unique(self.trial, return_inverse=True)
+        sums = np.zeros((trials.size, curve.shape[1]))
+        np.add.at(sums, inverse, curve)
+        return sums / np.bincount(inverse, minlength=trials.size)[:, None]
+
+    def summary(self, metric: str | None = None, mode: str | None = None):
+        """One row per trial, best first: a pandas DataFrame.
+
+        Columns: ``trial``, each hyperparameter, ``<metric>_mean`` and ``<metric>_std``
+        (over seeds, ddof=0: 0 with one seed), ``n_seeds``, ``n_diverged``. The index,
+        named ``rank``, counts from 0 (the best). Trials with a diverged seed have a NaN
+        mean and rank after every finite one (see the module docstring).
+
+        Args:
+          metric: ``"train_loss"`` or a key of `metrics`; default: the result's `metric`.
+          mode: ``"min"`` or ``"max"``; default: the result's `mode` for its own metric,
+            ``"min"`` for ``"train_loss"``, else inferred from the metric's name
+            (``*loss*``/``*error*`` -> min, ``*acc*``/``*f1*``/... -> max).
+        """
+        pd = _require("pandas", "SweepResult.summary")
+        metric, mode = self._resolve(metric, mode)
+        stats = self._trial_stats(metric, mode)
+        order = stats.order
+        columns: dict[str, Any] = {"trial": stats.trials[order]}
+        for name, column in self.hparams.items():
+            columns[name] = column[stats.first[order]]
+        columns[f"{metric}_mean"] = stats.mean[order]
+        columns[f"{metric}_std"] = stats.std[order]
+        columns["n_seeds"] = stats.count[order]
+        columns["n_diverged"] = stats.n_diverged[order]
+        frame = pd.DataFrame(columns)
+        frame.index.name = "rank"
+        return frame
+
+    def top(self, k: int = 5, metric: str | None = None, mode: str | None = None):
+        """The `k` best trials: the first `k` rows of `summary` (fewer if fewer trials)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"`k` must be a positive integer, got {k!r}.")
+        if k < 1:
+            raise ValueError(f"`k` must be a positive integer, got k={k}.")
+        return self.summary(metric, mode).head(int(k))
+
+    @property
+    def best(self) -> BestConfig:
+        """The best trial under the result's `metric` and `mode` (see `best_config`)."""
+        return self.best_config()
+
+    def best_config(self, metric: str | None = None, mode: str | None = None) -> BestConfig:
+        """The best trial: its hyperparameters as plain Python values and its seed scores.
+
+        float32 hyperparameters come back as the shortest decimal that rounds to the
+        same float32 (0.0031, not 0.003100000089).
+
+        Args:
+          metric: as in `summary`.
+          mode: as in `summary`.
+
+        Raises:
+          ValueError: if every trial diverged (or has a non-finite metric).
+        """
+        metric, mode = self._resolve(metric, mode)
+        stats = self._trial_stats(metric, mode)
+        best = stats.order[0]
+        if not np.isfinite(stats.mean[best]):
+            raise ValueError(
+                f"No best configuration: every trial diverged or has a non-finite final "
+                f"`{metric}` on some seed ({int(self.diverged.sum())} of {self.n_members} "
+                "members diverged). Narrow the search space (e.g. lower learning rates) "
+                "or check the loss for NaNs."
+            )
+        members = np.flatnonzero(stats.inverse == best)
+        members = members[np.argsort(self.seed[members], kind="stable")]
+        return BestConfig(
+            hparams={
+                name: _plain(column[stats.first[best]]) for name, column in self.hparams.items()
+            },
+            trial=int(stats.trials[best]),
+            metric=metric,
+            mode=mode,
+            mean=float(stats.mean[best]),
+            std=float(stats.std[best]),
+            values=stats.final[members],
+        )
+
+    # ------------------------------------------------------------------ export
+
+    def to_pandas(self, curves: bool = False):
+        """The result as a tidy pandas DataFrame.
+
+        Args:
+          curves: False (default): one row per member with ``member``, ``trial``,
+            ``seed``, each hyperparameter, ``final_train_loss``, ``final_<metric>`` for
+            each eval metric (NaN for diverged members, as `final`), ``diverged`` and
+            ``diverged_step``. True: long format, one row per (member, record point)
+            with ``member``, ``trial``, ``seed``, each hyperparameter, ``step``,
+            ``train_loss`` and each eval metric, as recorded.
+        """
+        pd = _require("pandas", "SweepResult.to_pandas")
+        n, c = self.train_loss.shape
+        members = np.arange(n)
+        if not curves:
+            columns: dict[str, Any] = {"member": members, "trial": self.trial, "seed": self.seed}
+            columns.update(self.hparams)
+            columns["final_train_loss"] = self.final("train_loss")
+            for name in self.metrics:
+                columns[f"final_{name}"] = self.final(name)
+            columns["diverged"] = self.diverged
+            columns["diverged_step"] = self.diverged_step
+            return pd.DataFrame(columns)
+        columns = {
+            "member": np.repeat(members, c),
+            "trial": np.repeat(self.trial, c),
+            "seed": np.repeat(self.seed, c),
+        }
+        for name, column in self.hparams.items():
+            columns[name] = np.repeat(column, c)
+        columns["step"] = np.tile(self.steps, n)
+        columns["train_loss"] = self.train_loss.reshape(-1)
+        for name, curve in self.metrics.items():
+            columns[name] = curve.reshape(-1)
+        return pd.DataFrame(columns)
+
+    def plot(
+        self,
+        metric: str | None = None,
+        *,
+        hparam: str | None = None,
+        path: str | os.PathLike | None = None,
+    ):
+        """Training curves and final metric against each hyperparameter.
+
+        Left panel: the training loss of every member against step (log y when every
+        finite value is positive), coloured by `hparam` (log colour scale when it is
+        positive), with a colorbar; diverged members dashed grey. Then one panel per
+        numeric hyperparameter that varies: the final `metric` of each trial (mean over
+        seeds, error bars = seed std) against it, log x when its positive values span
+        more than a decade; the best trial is starred, and trials without a finite mean
+        are left out, as the panel's title says.
+
+        Args:
+          metric: the metric of the right panels; default: the result's `metric`.
+          hparam: the numeric hyperparameter that colours the curves; default
+            ``"learning_rate"`` if there is one, else the first numeric one; with none,
+            one colour.
+          path: where to save the figure (PNG unless the suffix says otherwise).
+
+        Returns:
+          A `matplotlib.figure.Figure` (made without pyplot, so no window opens).
+        """
+        _require("matplotlib", "SweepResult.plot")
+        from matplotlib import cm, colors
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+
+        metric = self._check_metric(metric)
+        numeric = [name for name in self.hparams if self._numeric(name) is not None]
+        if hparam is None:
+            hparam = "learning_rate" if "learning_rate" in numeric else next(iter(numeric), None)
+        elif hparam not in numeric:
+            raise ValueError(
+                f"`hparam` must name a numeric hyperparameter {numeric}, got hparam={hparam!r}."
+            )
+        panels = [name for name in numeric if np.unique(self._numeric(name)).size > 1]
+
+        figure = Figure(figsize=(4.8 * (1 + len(panels)) + 1.0, 4.0), layout="constrained")
+        axes = figure.subplots(1, 1 + len(panels), squeeze=False)[0]
+
+        ax = axes[0]
+        steps = self.steps
+        alive = np.flatnonzero(~self.diverged)
+        dead = np.flatnonzero(self.diverged)
+        marker = "o" if steps.size == 1 else None
+        alpha = 0.8 if self.n_members <= 50 else max(0.15, 0.8 * (50 / self.n_members) ** 0.5)
+        if alive.size:
+            lines = ax.plot(steps, self.train_loss[alive].T, lw=1.1, alpha=alpha, marker=marker)
+            if hparam is not None:
+                values = self._numeric(hparam)
+                norm = _norm(colors, values)
+                mappable = cm.ScalarMappable(norm=norm, cmap="viridis")
+                for line, member in zip(lines, alive):
+                    line.set_color(mappable.to_rgba(values[member]))
+                mappable.set_array(values)
+                figure.colorbar(mappable, ax=ax, label=hparam)
+            else:
+                for line in lines:
+                    line.set_color("C0")
+        if dead.size:
+            ax.plot(steps, self.train_loss[dead].T, color="0.6", ls="--", lw=0.9, marker=marker)
+            # an x at each diverged member's last finite point, where its curve stops
+            curves = self.train_loss[dead]
+            seen = np.isfinite(curves)
+            last = seen.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1)
+            stops = seen.any(axis=1)
+            ax.plot(steps[last[stops]], curves[stops, last[stops]], ls="none", marker="x",
+                    color="0.45", ms=5)
+            ax.legend(
+                handles=[Line2D([], [], color="0.6", ls="--", marker="x", mec="0.45")],
+                labels=[f"diverged: {dead.size} of {self.n_members}"],
+                loc="upper right", fontsize=8,
+            )
+        finite = self.train_loss[np.isfinite(self.train_loss)]
+        if finite.size and np.all(finite > 0):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{self.n_members} members ({self.n_trials} trials × {self.n_seeds} seeds)")
+
+        try:
+            metric, mode = self._resolve(metric, None)
+        except ValueError:
+            mode = None  # direction unknown: plot the metric, star no best
+        stats = self._trial_stats(metric, mode or "min")
+        shown = np.isfinite(stats.mean)
+        best = stats.order[0] if mode is not None and shown[stats.order[0]] else None
+        ylabel = f"final {metric}" + (" (mean ± std over seeds)" if self.n_seeds > 1 else "")
+        for ax, name in zip(axes[1:], panels):
+            x = self._numeric(name)[stats.first]
+            ax.errorbar(
+                x[shown], stats.mean[shown], yerr=stats.std[shown], fmt="o", ms=4,
+                color="C0", ecolor="0.55", elinewidth=1, capsize=2,
+            )
+            if best is not None:
+                ax.plot(x[best], stats.mean[best], marker="*", ms=14, color="C3",
+                        ls="none", label="best", zorder=3)
+                ax.legend(loc="best", fontsize=8)
+            if not shown.all():
+                missing = int((~shown).sum())
+                ax.set_title(
+                    f"{missing} trial{'s' if missing > 1 else ''} not shown (diverged or NaN)",
+                    fontsize=9, color="0.35",
+                )
+            positive = x[x > 0]
+            if positive.size == x.size and positive.max() > 10 * positive.min():
+                ax.set_xscale("log")
+            means = stats.mean[shown]
+            if means.size and np.all(means > 0) and means.max() > 100 * means.min():
+                ax.set_yscale("log")
+            ax.set_xlabel(name)
+            ax.set_ylabel(ylabel)
+        if path is not None:
+            figure.savefig(os.fspath(path), dpi=110)
+        return figure
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the result to one ``.npz`` file at exactly `path` (no pickle).
+
+        Arrays are stored as they are; static (object) hyperparameter columns, the
+        metric, mode and timing go into a JSON metadata entry, so static values must be
+        JSON values that come back unchanged (str, int, float, bool, None, and lists or
+        str-keyed dicts of them). `params` leaves are stored by their
+        `jax.tree_util.keystr` path.
+
+        Raises:
+          TypeError: if a static hyperparameter value or a `params` leaf cannot be
+            stored without pickle.
+        """
+        arrays: dict[str, np.ndarray] = {
+            "trial": self.trial,
+            "seed": self.seed,
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "diverged": self.diverged,
+            "diverged_step": self.diverged_step,
+        }
+        if self.step_loss is not None:
+            arrays["step_loss"] = self.step_loss
+        hparams_meta = []
+        for i, (name, column) in enumerate(self.hparams.items()):
+            if column.dtype == object:
+                hparams_meta.append({"name": name, "static": True,
+                                     "values": _json_column(name, column)})
+            else:
+                arrays[f"hparam_{i}"] = column
+                hparams_meta.append({"name": name, "static": False, "key": f"hparam_{i}"})
+        metrics_meta = []
+        for i, (name, curve) in enumerate(self.metrics.items()):
+            arrays[f"metric_{i}"] = curve
+            metrics_meta.append({"name": name, "key": f"metric_{i}"})
+        params_meta = None
+        if self.params is not None:
+            params_meta = []
+            leaves, _ = jax.tree_util.tree_flatten_with_path(self.params)
+            for i, (key_path, leaf) in enumerate(leaves):
+                leaf = np.asarray(leaf)
+                where = jax.tree_util.keystr(key_path)
+                if leaf.dtype.kind == "O":
+                    raise TypeError(
+                        f"Cannot save `params` leaf {where}: it is an object array, which "
+                        "needs pickle; make every leaf a numeric array."
+                    )
+                arrays[f"param_{i}"] = leaf
+                params_meta.append({"path": where, "key": f"param_{i}", "dtype": str(leaf.dtype)})
+        meta = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "metric": self.metric,
+            "mode": self.mode,
+            "timing": self.timing,
+            "hparams": hparams_meta,
+            "metrics": metrics_meta,
+            "params": params_meta,
+        }
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        with open(os.fspath(path), "wb") as file:
+            np.savez_compressed(file, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SweepResult:
+        """Reads a result written by `save` (with ``allow_pickle=False``).
+
+        `params`, if saved, comes back as a flat dict {keystr path: np.ndarray}, e.g.
+        ``{"['dense']['w']": array}``: the leaves by path, not the original tree
+        structure (rebuild it with your own init function if you need it).
+
+        Raises:
+          ValueError: if the file is not a SweepResult file, is corrupted, or its
+            arrays do not fit together.
+        """
+        where = os.fspath(path)
+        problem = (
+            f"`path` {where!r} is not a readable SweepResult file written by `SweepResult.save`"
+        )
+        try:
+            with open(where, "rb") as file:
+                magic = file.read(6)
+                file.seek(0)
+                if magic == b"\x93NUMPY":
+                    raise ValueError("it holds a single array, not an .npz archive")
+                if not magic.startswith(b"PK"):
+                    raise ValueError("it is not an .npz (zip) archive")
+                data = np.load(file, allow_pickle=False)
+                with data:
+                    arrays = {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"{problem}: {err}") from err
+        if "__meta__" not in arrays:
+            raise ValueError(f"{problem}: it has no `__meta__` entry.")
+        try:
+            meta = json.loads(str(arrays["__meta__"][()]))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{problem}: its metadata is not valid JSON ({err}).") from err
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise ValueError(f"{problem}: its metadata does not name the format {_FORMAT!r}.")
+        if meta.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"`path` {where!r} holds SweepResult format version {meta.get('version')!r}, "
+                f"this jaxtune reads version {_FORMAT_VERSION}; load it with the jaxtune "
+                "that wrote it."
+            )
+
+        def array(key: str) -> np.ndarray:
+            if key not in arrays:
+                raise ValueError(f"{problem}: it is missing the array {key!r}.")
+            return arrays[key]
+
+        try:
+            hparams = {}
+            for entry in meta["hparams"]:
+                if entry["static"]:
+                    values = entry["values"]
+                    column = np.empty(len(values), dtype=object)
+                    for i, value in enumerate(values):
+                        column[i] = value
+                    hparams[entry["name"]] = column
+                else:
+                    hparams[entry["name"]] = array(entry["key"])
+            metrics = {entry["name"]: array(entry["key"]) for entry in meta["metrics"]}
+            params = None
+            if meta["params"] is not None:
+                params = {
+                    entry["path"]: _restore_dtype(array(entry["key"]), entry["dtype"], problem)
+                    for entry in meta["params"]
+                }
+            fields = dict(
+                hparams=hparams, metrics=metrics, params=params,
+                metric=meta["metric"], mode=meta["mode"], timing=meta["timing"],
+                step_loss=arrays.get("step_loss"),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{problem}: its metadata lacks or mangles {err}.") from err
+        for key in ("trial", "seed", "steps", "train_loss", "diverged", "diverged_step"):
+            fields[key] = array(key)
+        try:
+            return cls(**fields)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"`path` {where!r} holds an inconsistent SweepResult: {err}") from err
+
+    # ------------------------------------------------------------------ repr
+
+    def __repr__(self) -> str:
+        n_diverged = int(self.diverged.sum())
+        try:
+            best = repr(self.best)
+        except ValueError:
+            best = "none, every trial diverged"
+        return (
+            f"SweepResult({self.n_members} members ({self.n_trials} trials × "
+            f"{self.n_seeds} seeds), {self.steps.size} record points to step "
+            f"{int(self.steps[-1])}, metric={self.metric!r} ({self.mode}), "
+            f"{n_diverged} diverged; best: {best})"
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_metric(self, metric: str | None) -> str:
+        if metric is None:
+            return self.metric
+        if metric != "train_loss" and metric not in self.metrics:
+            raise ValueError(
+                f"`metric` must be 'train_loss' or an eval metric of this result "
+                f"{sorted(self.metrics)}, got metric={metric!r}."
+            )
+        return metric
+
+    def _resolve(self, metric: str | None, mode: str | None) -> tuple[str, str]:
+        metric = self._check_metric(metric)
+        if mode is None:
+            if metric == self.metric:
+                mode = self.mode
+            elif metric == "train_loss":
+                mode = "min"
+            else:
+                lower = metric.lower()
+                if any(word in lower for word in _MIN_WORDS):
+                    mode = "min"
+                elif any(word in lower for word in _MAX_WORDS):
+                    mode = "max"
+                else:
+                    raise ValueError(
+                        f"Cannot tell whether lower or higher `{metric}` is better: pass "
+                        "mode='min' or mode='max'."
+                    )
+        elif mode not in _MODES:
+            raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
+        return metric, mode
+
+    def _trial_stats(self, metric: str, mode: str) -> _TrialStats:
+        final = self.final(metric).astype(np.float64)
+        trials, first, inverse = np.unique(self.trial, return_index=True, return_inverse=True)
+        size = trials.size
+        count = np.bincount(inverse, minlength=size)
+        mean = np.bincount(inverse, weights=final, minlength=size) / count
+        with np.errstate(invalid="ignore"):
+            deviation = (final - mean[inverse]) ** 2
+        std = np.sqrt(np.bincount(inverse, weights=deviation, minlength=size) / count)
+        n_diverged = np.bincount(inverse, weights=self.diverged, minlength=size).astype(np.int64)
+        finite = np.isfinite(mean)
+        score = np.where(finite, mean if mode == "min" else -mean, 0.0)
+        order = np.lexsort((trials, n_diverged, score, ~finite))
+        return _TrialStats(trials, first, inverse, final, mean, std, count, n_diverged, order)
+
+    def _numeric(self, name: str) -> np.ndarray | None:
+        """The column `name` as float64 if it is numeric (not bool), else None."""
+        column = self.hparams[name]
+        if column.dtype.kind in "iuf":
+            return column.astype(np.float64)
+        if column.dtype == object and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in column
+        ):
+            return column.astype(np.float64)
+        return None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _require(module: str, caller: str):
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise ImportError(f"`{caller}` needs {module}: {_DEMO_HINT}.") from err
+
+
+def _show(array: np.ndarray) -> str:
+    return np.array2string(np.asarray(array), threshold=8)
+
+
+def _check_length(name: str, array: np.ndarray, n: int) -> None:
+    if array.shape[0] != n:
+        raise ValueError(
+            f"`{name}` has {array.shape[0]} entries but `trial` has {n}: every per-member "
+            f"array needs N={n} entries, one per member."
+        )
+
+
+def _int_vector(name: str, value: Any, n: int | None = None) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"`{name}` must be a 1-D array, got shape {array.shape}.")
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"`{name}` must hold integers, got dtype {array.dtype}.")
+    if n is not None:
+        _check_length(name, array, n)
+    return array
+
+
+def _curve_array(name: str, value: Any, n: int, c: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != (n, c):
+        raise ValueError(
+            f"`{name}` must have shape [N, C] = ({n}, {c}) (N members from `trial`, C record "
+            f"points from `steps`), got shape {array.shape}."
+        )
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"`{name}` must hold numbers, got dtype {array.dtype}.")
+    return array
+
+
+def _hparam_column(name: str, value: Any, n: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind == "U":
+        array = array.astype(object)
+    elif array.dtype.kind == "O":
+        if any(isinstance(v, np.generic) for v in array.flat):
+            plain = np.empty(array.shape, dtype=object)
+            for index, v in np.ndenumerate(array):
+                plain[index] = v.item() if isinstance(v, np.generic) else v
+            array = plain
+    elif array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"hyperparameter `{name}` must be a numeric array or an object array of Python "
+            f"values, got dtype {array.dtype}."
+        )
+    if array.ndim != 1:
+        raise ValueError(
+            f"hyperparameter `{name}` must be a 1-D column [N], got shape {array.shape}."
+        )
+    if array.shape[0] != n:
+        raise ValueError(
+            f"hyperparameter `{name}` has {array.shape[0]} entries but `trial` has {n}: every "
+            f"column needs N={n} entries, one per member."
+        )
+    return array
+
+
+def _check_names(hparams: dict[str, np.ndarray], metrics: dict[str, np.ndarray]) -> None:
+    """Hyperparameter names must not collide with the columns `to_pandas`/`summary` make."""
+    taken = {"member", "trial", "seed", "step", "train_loss", "diverged", "diverged_step",
+             "n_seeds", "n_diverged"}
+    for name in ("train_loss", *metrics):
+        taken.update((name, f"final_{name}", f"{name}_mean", f"{name}_std"))
+    for name in hparams:
+        if name in taken:
+            raise ValueError(
+                f"hyperparameter name `{name}` collides with a column of `to_pandas` or "
+                "`summary` (or an eval metric); rename the hyperparameter."
+            )
+
+
+def _check_unique_pairs(trial: np.ndarray, seed: np.ndarray) -> None:
+    order = np.lexsort((seed, trial))
+    same = (np.diff(trial[order]) == 0) & (np.diff(seed[order]) == 0)
+    if same.any():
+        i = np.flatnonzero(same)[0]
+        a, b = sorted((int(order[i]), int(order[i + 1])))
+        raise ValueError(
+            f"members {a} and {b} are both trial={trial[a]}, seed={seed[a]}; each (trial, "
+            "seed) pair must occur once."
+        )
+
+
+def _check_shared_hparams(hparams: dict[str, np.ndarray], trial: np.ndarray) -> None:
+    _, first, inverse = np.unique(trial, return_index=True, return_inverse=True)
+    reference = first[inverse]
+    for name, column in hparams.items():
+        other = column[reference]
+        if column.dtype == object:
+            same = np.array([a is b or _equal(a, b) for a, b in zip(column, other)], dtype=bool)
+        elif column.dtype.kind == "f":
+            same = (column == other) | (np.isnan(column) & np.isnan(other))
+        else:
+            same = column == other
+        if not same.all():
+            member = int(np.flatnonzero(~same)[0])
+            base = int(reference[member])
+            first_value, other_value = _plain(column[base]), _plain(column[member])
+            raise ValueError(
+                f"members {base} and {member} share trial={trial[member]} but differ in "
+                f"hyperparameter `{name}` ({first_value!r} vs {other_value!r}); members "
+                "of one trial must share every hyperparameter."
+            )
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _plain(value: Any) -> Any:
+    """A hyperparameter value as a plain Python value for `BestConfig`."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))  # shortest decimal that rounds to the same float32
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _norm(colors: Any, values: np.ndarray):
+    low, high = float(values.min()), float(values.max())
+    if low > 0:
+        if low == high:
+            low, high = low / 2, high * 2
+        return colors.LogNorm(vmin=low, vmax=high)
+    if low == high:
+        low, high = low - 1, high + 1
+    return colors.Normalize(vmin=low, vmax=high)
+
+
+def _json_column(name: str, column: np.ndarray) -> list:
+    values = list(column)
+    try:
+        text = json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"Cannot save static hyperparameter `{name}`: {err}. `save` stores static values "
+            "as JSON, so they must be str, int, float (finite), bool, None, or lists / "
+            "str-keyed dicts of these."
+        ) from err
+    if not _same_json(json.loads(text), values):
+        raise TypeError(
+            f"Cannot save static hyperparameter `{name}`: its values {values!r} would not "
+            "come back unchanged from JSON (tuples become lists, dict keys become str); "
+            "use lists and str keys."
+        )
+    return values
+
+
+def _same_json(loaded: Any, original: Any) -> bool:
+    if type(loaded) is not type(original):
+        return False
+    if isinstance(original, list):
+        return len(loaded) == len(original) and all(map(_same_json, loaded, original))
+    if isinstance(original, dict):
+        return loaded.keys() == original.keys() and all(
+            _same_json(loaded[k], original[k]) for k in original
+        )
+    return loaded == original
+
+
+def _restore_dtype(array: np.ndarray, dtype_name: str, problem: str) -> np.ndarray:
+    """Views leaves NumPy stores as raw bytes (bfloat16, float8, ...) as their dtype."""
+    if str(array.dtype) == dtype_name:
+        return array
+    import ml_dtypes
+
+    dtype = getattr(ml_dtypes, dtype_name, None)
+    if dtype is None or np.dtype(dtype).itemsize != array.dtype.itemsize:
+        raise ValueError(f"{problem}: a `params` leaf has dtype {array.dtype}, not {dtype_name}.")
+    return array.view(dtype)

@@ -1,0 +1,666 @@
+"""Tests for `jaxtune.results`: SweepResult built by hand from arrays with known answers."""
+
+import doctest
+import io
+import json
+import sys
+import zipfile
+
+import jax.numpy as jnp
+import matplotlib.figure
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxtune.results
+from jaxtune.results import BestConfig, SweepResult
+
+nan = np.nan
+
+# 3 trials x 2 seeds. Member 4 (trial 2, seed 0) diverges at step 15; member 5 (its
+# other seed) has by far the best loss and accuracy, so any rule that ignores the
+# diverged seed would wrongly pick trial 2.
+TRAIN_LOSS = np.array(
+    [
+        [2.0, 1.0, 0.50],
+        [2.1, 1.1, 0.70],  # trial 0: final 0.5, 0.7 -> mean 0.60, std 0.10
+        [2.2, 1.5, 0.90],
+        [2.3, 1.4, 0.80],  # trial 1: final 0.9, 0.8 -> mean 0.85, std 0.05
+        [1.0, nan, nan],
+        [0.1, 0.05, 0.01],  # trial 2: seed 0 diverged
+    ],
+    np.float32,
+)
+ACCURACY = np.array(
+    [
+        [0.90, 0.92, 0.94],
+        [0.90, 0.91, 0.96],  # trial 0: mean 0.95, std 0.01
+        [0.95, 0.97, 0.98],
+        [0.90, 0.95, 0.99],  # trial 1: mean 0.985, std 0.005
+        [0.50, 0.999, 0.999],  # diverged, yet finite eval values: must still never win
+        [0.99, 0.995, 0.999],
+    ],
+    np.float32,
+)
+
+
+def make(**overrides):
+    fields = dict(
+        hparams={
+            "learning_rate": np.array([0.1, 0.1, 0.01, 0.01, 1.0, 1.0], np.float32),
+            "weight_decay": np.array([0.0, 0.0, 1e-4, 1e-4, 1e-2, 1e-2], np.float32),
+            "optimizer": np.array(["adam", "adam", "sgd", "sgd", "adam", "adam"], object),
+        },
+        trial=np.array([0, 0, 1, 1, 2, 2], np.int32),
+        seed=np.array([0, 1, 0, 1, 0, 1], np.int32),
+        steps=np.array([10, 20, 30], np.int32),
+        train_loss=TRAIN_LOSS,
+        metrics={"accuracy": ACCURACY},
+        diverged=np.array([False, False, False, False, True, False]),
+        diverged_step=np.array([-1, -1, -1, -1, 15, -1], np.int32),
+    )
+    fields.update(overrides)
+    return SweepResult(**fields)
+
+
+# ---------------------------------------------------------------------- sizes and finals
+
+
+def test_sizes():
+    result = make()
+    assert (result.n_members, result.n_trials, result.n_seeds) == (6, 3, 2)
+
+
+def test_final_is_last_point_and_nan_for_diverged():
+    result = make()
+    final = result.final()
+    assert final.dtype == np.float32
+    np.testing.assert_array_equal(final, np.float32([0.5, 0.7, 0.9, 0.8, nan, 0.01]))
+    accuracy = result.final("accuracy")
+    assert np.isnan(accuracy[4])  # the curve ends at 0.999, but the member diverged
+    np.testing.assert_allclose(accuracy[[0, 1, 2, 3, 5]], [0.94, 0.96, 0.98, 0.99, 0.999])
+    accuracy[0] = -1.0  # a copy: the stored curve is untouched
+    assert result.metrics["accuracy"][0, -1] == np.float32(0.94)
+
+
+def test_mean_over_seeds():
+    curves = make().mean_over_seeds("train_loss")
+    expected = np.array(
+        [[2.05, 1.05, 0.60], [2.25, 1.45, 0.85], [0.55, nan, nan]]
+    )
+    np.testing.assert_allclose(curves, expected, rtol=1e-6)
+    assert curves.shape == (3, 3)
+
+
+# ---------------------------------------------------------------------- best
+
+
+def test_best_min_train_loss():
+    best = make().best
+    assert isinstance(best, BestConfig)
+    assert best.trial == 0
+    assert (best.metric, best.mode) == ("train_loss", "min")
+    assert best.hparams == {"learning_rate": 0.1, "weight_decay": 0.0, "optimizer": "adam"}
+    assert all(type(v) in (float, str) for v in best.hparams.values())
+    np.testing.assert_allclose(best.mean, 0.6, rtol=1e-6)
+    np.testing.assert_allclose(best.std, np.std([0.5, 0.7]), rtol=1e-6)
+    np.testing.assert_allclose(best.values, [0.5, 0.7])
+    assert best.n_seeds == 2
+
+
+def test_best_values_follow_seed_order():
+    # Members listed with seeds reversed: values still come back by seed index.
+    result = make(seed=np.array([1, 0, 1, 0, 1, 0], np.int32),
+                  diverged=np.array([False, False, False, False, False, True]),
+                  diverged_step=np.array([-1, -1, -1, -1, -1, 25], np.int32),
+                  train_loss=np.where(np.isnan(TRAIN_LOSS), 3.0, TRAIN_LOSS))
+    np.testing.assert_allclose(result.best.values, [0.7, 0.5])
+
+
+def test_best_max_accuracy_and_min_accuracy():
+    result = make()
+    assert result.best_config("accuracy", "max").trial == 1
+    assert result.best_config("accuracy", "min").trial == 0
+    # Without a mode, "accuracy" is inferred to be maximised.
+    inferred = result.best_config("accuracy")
+    assert (inferred.trial, inferred.mode) == (1, "max")
+    np.testing.assert_allclose(inferred.mean, 0.985, rtol=1e-6)
+    np.testing.assert_allclose(inferred.std, 0.005, rtol=1e-4)
+
+
+def test_default_metric_and_mode_drive_best():
+    result = make(metric="accuracy", mode="max")
+    assert result.best.trial == 1
+    # The result's own mode wins for its own metric, even against the name heuristic.
+    assert make(metric="accuracy", mode="min").best.trial == 0
+    # Asking for train_loss on an accuracy-ranked result minimises it.
+    assert result.best_config("train_loss").trial == 0
+
+
+def test_diverged_never_wins():
+    result = make()
+    # Maximising loss: trial 2 holds no finite mean, so trial 1 (0.85) wins.
+    assert result.best_config("train_loss", "max").trial == 1
+    assert result.best_config("accuracy", "max").trial != 2
+
+
+def test_every_trial_diverged():
+    result = make(
+        diverged=np.ones(6, bool), diverged_step=np.full(6, 5, np.int32),
+    )
+    with pytest.raises(ValueError, match="every trial diverged.*6 of 6 members diverged"):
+        result.best
+    assert "none, every trial diverged" in repr(result)
+
+
+def test_one_seed_per_trial_in_every_trial_is_not_enough():
+    # Each trial has one diverged seed: no trial is finite on all seeds.
+    result = make(
+        diverged=np.array([True, False, False, True, True, False]),
+        diverged_step=np.array([3, -1, -1, 3, 15, -1], np.int32),
+    )
+    with pytest.raises(ValueError, match="every trial diverged"):
+        result.best_config()
+
+
+def test_unknown_mode_and_metric():
+    result = make(metrics={"accuracy": ACCURACY, "kappa": ACCURACY})
+    with pytest.raises(ValueError, match=r"lower or higher `kappa`.*mode='min' or mode='max'"):
+        result.best_config("kappa")
+    assert result.best_config("kappa", "max").trial == 1
+    with pytest.raises(ValueError, match=r"`mode` must be 'min' or 'max', got mode='best'"):
+        result.best_config("accuracy", "best")
+    with pytest.raises(ValueError, match=r"`metric` must be 'train_loss' or an eval metric.*'acc'"):
+        result.final("acc")
+
+
+def test_best_config_repr():
+    best = BestConfig(
+        hparams={"learning_rate": 0.0031, "weight_decay": 0.0001, "optimizer": "adam",
+                 "batch_size": 128},
+        trial=4, metric="accuracy", mode="max", mean=0.96213, std=0.0041,
+        values=np.array([0.96, 0.958, 0.968]),
+    )
+    assert repr(best) == (
+        "learning_rate=0.0031, weight_decay=0.0001, optimizer='adam', batch_size=128 "
+        "-> accuracy 0.962 ± 0.0041 (3 seeds)"
+    )
+    lone = BestConfig({}, 0, "train_loss", "min", 0.5, 0.0, np.array([0.5]))
+    assert repr(lone) == "trial 0 -> train_loss 0.5 ± 0 (1 seed)"
+
+
+def test_float32_hparams_come_back_short():
+    result = make(hparams={"learning_rate": np.full(6, 0.0031, np.float32)})
+    assert result.best.hparams["learning_rate"] == 0.0031
+
+
+# ---------------------------------------------------------------------- summary / top
+
+
+def test_summary_columns_order_and_stats():
+    frame = make().summary()
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == [
+        "trial", "learning_rate", "weight_decay", "optimizer",
+        "train_loss_mean", "train_loss_std", "n_seeds", "n_diverged",
+    ]
+    assert frame.index.name == "rank"
+    assert frame["trial"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(frame["train_loss_mean"][:2], [0.6, 0.85], rtol=1e-6)
+    np.testing.assert_allclose(
+        frame["train_loss_std"][:2], [np.std([0.5, 0.7]), np.std([0.9, 0.8])], rtol=1e-5
+    )
+    assert np.isnan(frame["train_loss_mean"][2]) and np.isnan(frame["train_loss_std"][2])
+    assert frame["n_seeds"].tolist() == [2, 2, 2]
+    assert frame["n_diverged"].tolist() == [0, 0, 1]
+    assert frame["optimizer"].tolist() == ["adam", "sgd", "adam"]
+    np.testing.assert_allclose(frame["learning_rate"], [0.1, 0.01, 1.0], rtol=1e-6)
+
+
+def test_summary_max_accuracy():
+    frame = make().summary("accuracy", "max")
+    assert frame["trial"].tolist() == [1, 0, 2]
+    assert {"accuracy_mean", "accuracy_std"} <= set(frame.columns)
+
+
+def test_summary_one_seed_std_is_zero():
+    result = make(
+        seed=np.zeros(6, np.int32), trial=np.arange(6, dtype=np.int32),
+    )
+    frame = result.summary()
+    assert (frame["train_loss_std"].dropna() == 0).all()
+    assert frame["n_seeds"].tolist() == [1] * 6
+    # finite trials by loss ascending, then the diverged one
+    assert frame["trial"].tolist() == [5, 0, 1, 3, 2, 4]
+
+
+def test_summary_ranks_non_finite_by_diverged_count_then_trial():
+    loss = np.array([[1.0], [1.0], [2.0], [2.0], [3.0], [3.0], [0.5], [0.5]], np.float32)
+    result = SweepResult(
+        hparams={},
+        trial=np.array([0, 0, 1, 1, 2, 2, 3, 3]),
+        seed=np.array([0, 1, 0, 1, 0, 1, 0, 1]),
+        steps=np.array([100]),
+        train_loss=loss,
+        metrics={},
+        diverged=np.array([True, True, False, False, True, False, False, False]),
+        diverged_step=np.array([7, 9, -1, -1, 8, -1, -1, -1]),
+    )
+    frame = result.summary()
+    assert frame["trial"].tolist() == [3, 1, 2, 0]
+    assert frame["n_diverged"].tolist() == [0, 0, 1, 2]
+
+
+def test_summary_ties_keep_trial_order():
+    loss = np.ones((4, 1), np.float32)
+    result = SweepResult(
+        hparams={}, trial=np.array([3, 1, 2, 0]), seed=np.zeros(4, np.int64),
+        steps=np.array([1]), train_loss=loss, metrics={},
+        diverged=np.zeros(4, bool), diverged_step=np.full(4, -1),
+    )
+    assert result.summary()["trial"].tolist() == [0, 1, 2, 3]
+
+
+def test_top():
+    result = make()
+    top = result.top(2)
+    assert top["trial"].tolist() == [0, 1]
+    assert len(result.top()) == 3  # fewer trials than the default k=5
+    assert result.top(1, "accuracy", "max")["trial"].tolist() == [1]
+    with pytest.raises(ValueError, match="`k` must be a positive integer, got k=0"):
+        result.top(0)
+    with pytest.raises(TypeError, match="`k` must be a positive integer, got 2.5"):
+        result.top(2.5)
+
+
+# ---------------------------------------------------------------------- to_pandas
+
+
+def test_to_pandas_members():
+    frame = make().to_pandas()
+    assert list(frame.columns) == [
+        "member", "trial", "seed", "learning_rate", "weight_decay", "optimizer",
+        "final_train_loss", "final_accuracy", "diverged", "diverged_step",
+    ]
+    assert frame.shape == (6, 10)
+    assert frame["member"].tolist() == list(range(6))
+    assert frame["diverged_step"].tolist() == [-1, -1, -1, -1, 15, -1]
+    assert np.isnan(frame["final_accuracy"][4])
+    np.testing.assert_allclose(frame["final_train_loss"][:4], [0.5, 0.7, 0.9, 0.8])
+
+
+def test_to_pandas_curves():
+    frame = make().to_pandas(curves=True)
+    assert list(frame.columns) == [
+        "member", "trial", "seed", "learning_rate", "weight_decay", "optimizer",
+        "step", "train_loss", "accuracy",
+    ]
+    assert frame.shape == (18, 9)
+    row = frame[(frame.member == 3) & (frame.step == 20)]
+    assert len(row) == 1
+    np.testing.assert_allclose(row["train_loss"], [1.4])
+    np.testing.assert_allclose(row["accuracy"], [0.95])
+    assert row["optimizer"].item() == "sgd"
+    assert frame["step"].tolist()[:6] == [10, 20, 30, 10, 20, 30]
+    assert frame["train_loss"].isna().sum() == 2
+
+
+@pytest.mark.parametrize(
+    "call", [
+        lambda r: r.summary(), lambda r: r.to_pandas(), lambda r: r.top(),
+    ],
+)
+def test_pandas_missing(monkeypatch, call):
+    result = make()
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    message = r"needs pandas: install it with `pip install 'jaxtune\[demo\]'`"
+    with pytest.raises(ImportError, match=message):
+        call(result)
+    assert result.best.trial == 0  # best works without pandas
+
+
+def test_matplotlib_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"`SweepResult.plot` needs matplotlib.*jaxtune\[demo\]"):
+        make().plot()
+
+
+# ---------------------------------------------------------------------- plot
+
+
+def test_plot_axes_and_png(tmp_path):
+    path = tmp_path / "sweep.png"
+    figure = make().plot("accuracy", path=path)
+    assert isinstance(figure, matplotlib.figure.Figure)
+    # loss curves + colorbar + one panel per varying numeric hyperparameter (2)
+    assert len(figure.axes) == 4
+    curves = figure.axes[0]
+    assert curves.get_yscale() == "log"
+    assert curves.get_ylabel() == "training loss"
+    assert [ax.get_xlabel() for ax in figure.axes[1:3]] == ["learning_rate", "weight_decay"]
+    assert figure.axes[1].get_xscale() == "log"  # 0.01..1 spans two decades
+    assert figure.axes[2].get_xscale() == "linear"  # weight_decay includes 0
+    assert figure.axes[3].get_ylabel() == "learning_rate"  # the colorbar
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the diverged trial is left out of the metric panels: two finite trials + the star
+    panel = figure.axes[1]
+    assert panel.get_title() == "1 trial not shown (diverged or NaN)"
+    points = [line for line in panel.lines if line.get_marker() == "o"]
+    assert len(points) == 1 and len(points[0].get_xdata()) == 2
+    stars = [line for line in panel.lines if line.get_marker() == "*"]
+    assert len(stars) == 1
+    np.testing.assert_allclose(stars[0].get_xdata(), [0.01], rtol=1e-6)
+    np.testing.assert_allclose(stars[0].get_ydata(), [0.985], rtol=1e-6)
+
+
+def test_plot_without_numeric_hparams():
+    result = make(hparams={"optimizer": np.array(["adam"] * 6, object)})
+    figure = result.plot()
+    assert len(figure.axes) == 1  # no colorbar, no metric panels
+
+
+def test_plot_hparam_choice():
+    result = make()
+    figure = result.plot(hparam="weight_decay")
+    assert figure.axes[3].get_ylabel() == "weight_decay"
+    message = r"`hparam` must name a numeric hyperparameter.*'optimizer'"
+    with pytest.raises(ValueError, match=message):
+        result.plot(hparam="optimizer")
+
+
+def test_plot_metric_without_known_direction_has_no_star():
+    result = make(metrics={"kappa": ACCURACY})
+    figure = result.plot("kappa")
+    assert not [line for line in figure.axes[1].lines if line.get_marker() == "*"]
+
+
+# ---------------------------------------------------------------------- save / load
+
+
+def assert_same(a: SweepResult, b: SweepResult) -> None:
+    for name in ("trial", "seed", "steps", "train_loss", "diverged", "diverged_step"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, strict=True)
+    assert list(a.hparams) == list(b.hparams)
+    for name in a.hparams:
+        x, y = a.hparams[name], b.hparams[name]
+        assert x.dtype == y.dtype, name
+        assert [type(v) for v in x] == [type(v) for v in y], name
+        np.testing.assert_array_equal(x, y, strict=True)
+    assert list(a.metrics) == list(b.metrics)
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], strict=True)
+    assert (a.metric, a.mode, a.timing) == (b.metric, b.mode, b.timing)
+    if a.step_loss is None:
+        assert b.step_loss is None
+    else:
+        np.testing.assert_array_equal(a.step_loss, b.step_loss, strict=True)
+
+
+def test_round_trip_without_params(tmp_path):
+    result = make(
+        metric="accuracy", mode="max",
+        timing={"compile_s": 1.25, "run_s": 3.5, "member_steps_per_s": 1e6},
+        step_loss=np.arange(180, dtype=np.float32).reshape(6, 30),
+    )
+    path = tmp_path / "sweep.npz"
+    result.save(path)
+    loaded = SweepResult.load(path)
+    assert_same(result, loaded)
+    assert loaded.params is None
+    assert loaded.hparams["optimizer"].tolist() == ["adam", "adam", "sgd", "sgd", "adam", "adam"]
+    assert np.isnan(loaded.train_loss[4, 1:]).all()
+    assert loaded.best.trial == 1
+
+
+def test_round_trip_static_values_and_params(tmp_path):
+    params = {
+        "dense": {"w": jnp.arange(12.0).reshape(6, 2), "b": jnp.zeros((6,), jnp.bfloat16)},
+        "layers": [np.arange(6, dtype=np.int32)],
+    }
+    hparams = {
+        "learning_rate": np.array([0.1, 0.1, 0.01, 0.01, 1.0, 1.0], np.float32),
+        "batch_size": np.array([128, 128, 256, 256, 128, 128], np.int32),
+        "schedule": np.array(["cosine", "cosine", "linear", "linear", None, None], object),
+        "nesterov": np.array([True, True, False, False, True, True], object),
+    }
+    # an object column of lists, built cell by cell so NumPy keeps it 1-D
+    widths = np.empty(6, object)
+    for i, value in enumerate([[64, 64], [64, 64], [32], [32], [16, 8], [16, 8]]):
+        widths[i] = value
+    hparams["widths"] = widths
+    result = make(hparams=hparams, params=params, metrics={})
+    path = tmp_path / "with_params.npz"
+    result.save(path)
+    loaded = SweepResult.load(path)
+    assert_same(result, loaded)
+    assert loaded.hparams["widths"][4] == [16, 8]
+    assert set(loaded.params) == {"['dense']['b']", "['dense']['w']", "['layers'][0]"}
+    np.testing.assert_array_equal(loaded.params["['dense']['w']"], np.arange(12.0).reshape(6, 2))
+    assert loaded.params["['dense']['b']"].dtype == jnp.bfloat16
+    assert loaded.params["['layers'][0]"].dtype == np.int32
+
+
+def test_save_writes_exactly_the_path(tmp_path):
+    path = tmp_path / "no_suffix"
+    make().save(str(path))
+    assert path.exists() and not (tmp_path / "no_suffix.npz").exists()
+    assert_same(make(), SweepResult.load(str(path)))
+
+
+def test_save_rejects_values_json_cannot_keep(tmp_path):
+    tuples = np.empty(6, object)
+    for i in range(6):
+        tuples[i] = (1, 2)
+    with pytest.raises(TypeError, match=r"static hyperparameter `shape`.*tuples become lists"):
+        make(hparams={"shape": tuples}).save(tmp_path / "x.npz")
+    functions = np.array([abs] * 6, object)
+    message = r"static hyperparameter `activation`.*not JSON serializable"
+    with pytest.raises(TypeError, match=message):
+        make(hparams={"activation": functions}).save(tmp_path / "x.npz")
+    nans = np.array([float("nan")] * 6, object)
+    with pytest.raises(TypeError, match=r"static hyperparameter `gamma`.*float \(finite\)"):
+        make(hparams={"gamma": nans}).save(tmp_path / "x.npz")
+    leaves = {"w": np.array([object()] * 6, object)}
+    with pytest.raises(TypeError, match=r"`params` leaf \['w'\]: it is an object array"):
+        make(params=leaves).save(tmp_path / "x.npz")
+
+
+def write_npz(path, **arrays):
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def saved_arrays(tmp_path):
+    path = tmp_path / "good.npz"
+    make().save(path)
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_load_garbage(tmp_path):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(b"this is not a zip file at all" * 10)
+    with pytest.raises(ValueError, match="is not a readable SweepResult file written by "
+                       r"`SweepResult.save`: it is not an .npz \(zip\) archive"):
+        SweepResult.load(path)
+
+
+def test_load_truncated(tmp_path):
+    path = tmp_path / "cut.npz"
+    make().save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="is not a readable SweepResult file"):
+        SweepResult.load(path)
+
+
+def test_load_corrupted_member(tmp_path):
+    path = tmp_path / "flipped.npz"
+    make().save(path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        offset = archive.getinfo("train_loss.npy").header_offset
+    name_length, extra_length = np.frombuffer(data[offset + 26:offset + 30], "<u2")
+    start = offset + 30 + int(name_length) + int(extra_length) + 5  # inside the deflate data
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is not a readable SweepResult file"):
+        SweepResult.load(path)
+
+
+def test_load_single_array_file(tmp_path):
+    path = tmp_path / "plain.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match="holds a single array, not an .npz archive"):
+        SweepResult.load(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        SweepResult.load(tmp_path / "absent.npz")
+
+
+def test_load_without_metadata(tmp_path):
+    path = tmp_path / "foreign.npz"
+    write_npz(path, x=np.zeros(3))
+    with pytest.raises(ValueError, match="it has no `__meta__` entry"):
+        SweepResult.load(path)
+
+
+def test_load_bad_metadata(tmp_path):
+    arrays = saved_arrays(tmp_path)
+    path = tmp_path / "bad.npz"
+    write_npz(path, **{**arrays, "__meta__": np.array("{not json")})
+    with pytest.raises(ValueError, match="its metadata is not valid JSON"):
+        SweepResult.load(path)
+    write_npz(path, **{**arrays, "__meta__": np.array(json.dumps({"format": "other"}))})
+    with pytest.raises(ValueError, match="does not name the format 'jaxtune.SweepResult'"):
+        SweepResult.load(path)
+    meta = json.loads(str(arrays["__meta__"]))
+    write_npz(path, **{**arrays, "__meta__": np.array(json.dumps({**meta, "version": 99}))})
+    message = "holds SweepResult format version 99, this jaxtune reads version 1"
+    with pytest.raises(ValueError, match=message):
+        SweepResult.load(path)
+    del meta["hparams"]
+    write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(meta))})
+    with pytest.raises(ValueError, match="its metadata lacks or mangles 'hparams'"):
+        SweepResult.load(path)
+
+
+def test_load_missing_array(tmp_path):
+    arrays = saved_arrays(tmp_path)
+    del arrays["diverged_step"]
+    path = tmp_path / "missing.npz"
+    write_npz(path, **arrays)
+    with pytest.raises(ValueError, match="it is missing the array 'diverged_step'"):
+        SweepResult.load(path)
+
+
+def test_load_mismatched_arrays(tmp_path):
+    arrays = saved_arrays(tmp_path)
+    arrays["train_loss"] = arrays["train_loss"][:, :2]
+    path = tmp_path / "mismatch.npz"
+    write_npz(path, **arrays)
+    with pytest.raises(
+        ValueError, match=r"holds an inconsistent SweepResult: `train_loss` must have shape"
+    ):
+        SweepResult.load(path)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"trial": np.array([], np.int32)}, ValueError, "`trial` is empty"),
+        ({"trial": np.zeros((6, 1), np.int32)}, ValueError, r"`trial` must be a 1-D array"),
+        ({"trial": np.zeros(6)}, TypeError, "`trial` must hold integers, got dtype float64"),
+        ({"trial": np.array([0, 0, 1, 1, -2, -2])}, ValueError, "`trial` must be non-negative"),
+        ({"seed": np.array([0, 1, 0, 1, 0])}, ValueError,
+         "`seed` has 5 entries but `trial` has 6"),
+        ({"seed": np.array([0, 1, 0, 1, 0, -1])}, ValueError, "`seed` must be non-negative"),
+        ({"seed": np.array([0, 0, 0, 1, 0, 1])}, ValueError,
+         r"members 0 and 1 are both trial=0, seed=0"),
+        ({"steps": np.array([], np.int32)}, ValueError, "`steps` is empty"),
+        ({"steps": np.array([10, 10, 30])}, ValueError, "`steps` must be strictly increasing"),
+        ({"train_loss": TRAIN_LOSS[:, :2]}, ValueError,
+         r"`train_loss` must have shape \[N, C\] = \(6, 3\).*got shape \(6, 2\)"),
+        ({"train_loss": TRAIN_LOSS.astype(str)}, TypeError, "`train_loss` must hold numbers"),
+        ({"metrics": [ACCURACY]}, TypeError, "`metrics` must be a dict"),
+        ({"metrics": {"accuracy": ACCURACY[:5]}}, ValueError,
+         r"`metrics\['accuracy'\]` must have shape"),
+        ({"metrics": {"train_loss": ACCURACY}}, ValueError,
+         "`metrics` must not have a 'train_loss' entry"),
+        ({"metrics": {3: ACCURACY}}, TypeError, "`metrics` keys must be non-empty strings"),
+        ({"diverged": np.zeros(6, int)}, TypeError, "`diverged` must be a 1-D bool array"),
+        ({"diverged": np.zeros(5, bool)}, ValueError, "`diverged` has 5 entries"),
+        ({"diverged_step": np.full(6, -1)}, ValueError,
+         "member 4 is marked diverged but has diverged_step=-1"),
+        ({"diverged_step": np.array([-1, 3, -1, -1, 15, -1])}, ValueError,
+         "member 1 is not marked diverged but has diverged_step=3"),
+        ({"hparams": [1, 2]}, TypeError, "`hparams` must be a dict"),
+        ({"hparams": {"": np.zeros(6)}}, TypeError, "`hparams` keys must be non-empty strings"),
+        ({"hparams": {"lr": np.zeros(5)}}, ValueError,
+         "hyperparameter `lr` has 5 entries but `trial` has 6"),
+        ({"hparams": {"lr": np.zeros((6, 2))}}, ValueError,
+         r"hyperparameter `lr` must be a 1-D column \[N\]"),
+        ({"hparams": {"lr": np.zeros(6, complex)}}, TypeError,
+         "hyperparameter `lr` must be a numeric array or an object array"),
+        ({"hparams": {"lr": np.array([0.1, 0.2, 0.3, 0.3, 0.5, 0.5])}}, ValueError,
+         r"members 0 and 1 share trial=0 but differ in hyperparameter `lr` \(0.1 vs 0.2\)"),
+        ({"hparams": {"opt": np.array(["a", "a", "b", "c", "d", "d"], object)}}, ValueError,
+         r"members 2 and 3 share trial=1 but differ in hyperparameter `opt` \('b' vs 'c'\)"),
+        ({"hparams": {"seed": np.zeros(6)}}, ValueError,
+         "hyperparameter name `seed` collides with a column"),
+        ({"hparams": {"accuracy_mean": np.zeros(6)}}, ValueError,
+         "hyperparameter name `accuracy_mean` collides"),
+        ({"metric": "loss"}, ValueError,
+         r"`metric` must be 'train_loss' or a key of `metrics` \['accuracy'\], got metric='loss'"),
+        ({"mode": "maximize"}, ValueError, "`mode` must be 'min' or 'max', got mode='maximize'"),
+        ({"step_loss": np.zeros((5, 30))}, ValueError, r"`step_loss` must have shape \[N, steps\]"),
+        ({"step_loss": np.zeros((6, 30), bool)}, TypeError, "`step_loss` must hold numbers"),
+        ({"params": {"w": np.zeros((5, 2))}}, ValueError,
+         r"`params` leaf \['w'\] has shape \(5, 2\); every leaf needs the leading member axis N=6"),
+        ({"timing": [1.0]}, TypeError, "`timing` must be a dict"),
+        ({"timing": {"run_s": "fast"}}, TypeError, r"`timing\['run_s'\]` must be a number"),
+    ],
+)
+def test_validation_errors(overrides, error, message):
+    with pytest.raises(error, match=message):
+        make(**overrides)
+
+
+def test_coercions():
+    result = make(
+        hparams={
+            "optimizer": np.array(["adam", "adam", "sgd", "sgd", "adam", "adam"]),  # <U4
+            "batch_size": np.array([np.int64(128)] * 6, object),
+            "lr": jnp.full((6,), 0.1),
+        },
+        trial=jnp.array([0, 0, 1, 1, 2, 2]),
+        timing={"run_s": np.float32(2.5), "steps": 7},
+    )
+    assert result.hparams["optimizer"].dtype == object
+    assert type(result.hparams["optimizer"][0]) is str
+    assert type(result.hparams["batch_size"][0]) is int
+    assert isinstance(result.hparams["lr"], np.ndarray)
+    assert isinstance(result.trial, np.ndarray)
+    assert result.timing == {"run_s": 2.5, "steps": 7.0}
+    assert result.best.hparams == {"optimizer": "adam", "batch_size": 128, "lr": 0.1}
+
+
+def test_repr():
+    text = repr(make(metric="accuracy", mode="max"))
+    assert text.startswith(
+        "SweepResult(6 members (3 trials × 2 seeds), 3 record points to step 30"
+    )
+    assert "metric='accuracy' (max), 1 diverged" in text
+    best = "best: learning_rate=0.01, weight_decay=0.0001, optimizer='sgd' -> accuracy 0.985"
+    assert best in text
+
+
+def test_docstring_example():
+    failures, tried = doctest.testmod(jaxtune.results, verbose=False)
+    assert tried >= 2 and failures == 0
