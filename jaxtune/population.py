@@ -415,7 +415,14 @@ class Trainer:
                 "reduce it, e.g. with `jnp.mean`."
             )
         if self.eval_fn is not None:
-            out = jax.eval_shape(self._eval_raw, params, self._eval_data, one)
+            order: list[str] = []  # the user's key order; pytrees sort dict keys
+
+            def probe(p, d, hp):
+                out = self._eval_raw(p, d, hp)
+                order.extend(out if isinstance(out, Mapping) else ())
+                return out
+
+            out = jax.eval_shape(probe, params, self._eval_data, one)
             leaves = out.values() if isinstance(out, Mapping) else [out]
             if any(getattr(v, "shape", None) != () for v in leaves):
                 raise ValueError(
@@ -426,7 +433,7 @@ class Trainer:
                 name = getattr(self.eval_fn, "__name__", "")
                 self._eval_names = (name if name.isidentifier() else "eval",)
             else:
-                self._eval_names = tuple(out)
+                self._eval_names = tuple(order)
         elif self._eval_data is not None:
             self._eval_names = ("eval_loss",)
         self._validated.add(signature)
