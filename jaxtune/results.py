@@ -755,16 +755,7 @@ class SweepResult:
             elif metric == "train_loss":
                 mode = "min"
             else:
-                lower = metric.lower()
-                if any(word in lower for word in _MIN_WORDS):
-                    mode = "min"
-                elif any(word in lower for word in _MAX_WORDS):
-                    mode = "max"
-                else:
-                    raise ValueError(
-                        f"Cannot tell whether lower or higher `{metric}` is better: pass "
-                        "mode='min' or mode='max'."
-                    )
+                mode = guess_mode(metric)
         elif mode not in _MODES:
             raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
         return metric, mode
@@ -797,6 +788,23 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def guess_mode(metric: str) -> str:
+    """"min" or "max" for a metric, judged by its name; ValueError when unclear.
+
+    Names containing loss, error, mse, mae, rmse, nll or perplexity are minimised;
+    acc, precision, recall, f1, auc or r2 maximised.
+    """
+    lower = metric.lower()
+    if any(word in lower for word in _MIN_WORDS):
+        return "min"
+    if any(word in lower for word in _MAX_WORDS):
+        return "max"
+    raise ValueError(
+        f"Cannot tell whether lower or higher `{metric}` is better: pass "
+        "mode='min' or mode='max'."
+    )
 
 
 def _require(module: str, caller: str):

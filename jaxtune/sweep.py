@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxtune.population import PopulationState, Trainer, check_hparam_routing, default_eval_every
-from jaxtune.results import SweepResult
+from jaxtune.results import SweepResult, guess_mode
 from jaxtune.space import Space, Table
 
 # Members per device per slice on a CPU. One core runs one slice's vmapped step;
@@ -33,11 +33,6 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"`{name}` must be a positive int, got {name}={value}.")
     return int(value)
-
-
-def _default_mode(metric: str) -> str:
-    lowered = metric.lower()
-    return "min" if "loss" in lowered or "error" in lowered else "max"
 
 
 def auto_members_per_slice(members: int, devices: Sequence[jax.Device]) -> int:
@@ -135,7 +130,9 @@ def sweep(
         records, dividing `steps` when possible).
       metric: the metric that ranks configurations (default: the first eval metric,
         else "train_loss").
-      mode: "min" or "max" (default: "min" for names with "loss" or "error").
+      mode: "min" or "max" (default: judged from the metric's name, e.g. "min" for
+        names with "loss" or "error", "max" for "accuracy" or "f1"; an error if
+        the name does not tell).
       members_per_slice: static; members trained at once per compiled call (default:
         all on accelerators, 4 per device on CPU). Results do not depend on it.
       devices: devices to shard the members over (default: all local devices).
@@ -195,7 +192,7 @@ def sweep(
         raise ValueError(
             f"`metric` must be one of {', '.join(map(repr, metric_names))}, got metric={metric!r}."
         )
-    mode = mode or _default_mode(metric)
+    mode = mode or guess_mode(metric)
 
     # Slices: equal shapes within a group (the last one padded with copies), so
     # each group compiles its programs once.

@@ -251,10 +251,11 @@ def proximal_l1(
         w = p + u, \quad \tau = \eta \lambda,
 
     where :math:`\eta` is `learning_rate` and :math:`\lambda` is `l1`. This is
-    proximal gradient descent (ISTA): after `optax.sgd(eta)` it solves the lasso
-    exactly, and any weight whose step would cross or stay within
-    :math:`\tau` of zero lands on exactly 0 -- unlike a subgradient `l1 *
-    sign(w)` added to the loss, which makes weights oscillate around zero. After
+    proximal gradient descent (ISTA): after `optax.sgd(eta)`, with `eta <= 1 / L`
+    for a loss whose gradient is L-Lipschitz, it converges to the lasso solution.
+    Any weight whose step would cross or stay within :math:`\tau` of zero lands
+    on exactly 0 -- unlike a subgradient `l1 * sign(w)` added to the loss, which
+    makes weights oscillate around zero. After
     an adaptive optimizer (adam, ...) it is the usual uniform-threshold
     approximation, not the exact preconditioned prox.
 

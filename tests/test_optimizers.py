@@ -116,7 +116,7 @@ def test_traced_hyperparameter_vmap_equals_optax_with_python_floats(case):
         jnp.asarray(case.values, jnp.float32))
     # The reference: optax built with Python floats (the float32 values the members
     # get, so that e.g. `1 - b2` is the same number), closed over at trace time.
-    floats = [float(np.float32(value)) for value in case.values][::-1]
+    floats = [float(np.float32(value)) for value in case.values]
     references = jax.jit(lambda: [train(case.build(value)) for value in floats])()
     for member, (params, losses) in enumerate(references):
         member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
@@ -164,7 +164,7 @@ def test_jaxtune_schedule_with_traced_steps_as_learning_rate(name, schedule):
     batched_params, batched_losses = jax.jit(jax.vmap(
         lambda steps: train(make_optimizer(ours(peak, steps)))))(jnp.asarray(STEP_VALUES))
     references = jax.jit(
-        lambda: [train(make_optimizer(theirs(peak, steps))) for steps in STEP_VALUES[::-1]])()
+        lambda: [train(make_optimizer(theirs(peak, steps))) for steps in STEP_VALUES])()
     for member, (params, losses) in enumerate(references):
         member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
         chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)

@@ -334,8 +334,9 @@ def test_add_decayed_weights_traced_scheduled_masked_under_vmap():
     learning_rate, steps = 0.1, 6
 
     def train(weight_decay):
-        # A schedule of the step count closing over a traced rate (linear warm-up).
-        schedule = lambda count: weight_decay * jnp.minimum(count + 1, 4) / 4  # noqa: E731
+        # A jaxtune schedule of the step count with a traced end value: a linear
+        # ramp from rate / 4 at step 0 to rate at step 3, i.e. rate * min(t + 1, 4) / 4.
+        schedule = jt.linear_schedule(weight_decay / 4, weight_decay, transition_steps=3)
         optimizer = optax.chain(optax.add_decayed_weights(schedule, mask),
                                 optax.scale(-learning_rate))
 
