@@ -29,6 +29,7 @@ The ranking rules, stated once and used by `final`, `summary`, `top`, `best`,
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import zipfile
@@ -493,6 +494,7 @@ class SweepResult:
             )
         panels = [name for name in numeric if np.unique(self._numeric(name)).size > 1]
 
+        _show_figures_in_notebooks()
         figure = Figure(figsize=(4.8 * (1 + len(panels)) + 1.0, 4.0), layout="constrained")
         axes = figure.subplots(1, 1 + len(panels), squeeze=False)[0]
 
@@ -788,6 +790,29 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _show_figures_in_notebooks() -> None:
+    """Lets IPython display a pyplot-free `Figure` returned by a cell, as a PNG.
+
+    pyplot registers this display hook only when it is imported; `plot` does not
+    use pyplot (no global figure state), so it registers the hook itself.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    def png(figure: Figure) -> bytes:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, png)
 
 
 def guess_mode(metric: str) -> str:

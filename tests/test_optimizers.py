@@ -112,12 +112,17 @@ REGISTRY = [
 
 @pytest.mark.parametrize("case", REGISTRY, ids=lambda case: case.id)
 def test_traced_hyperparameter_vmap_equals_optax_with_python_floats(case):
-    batched_params, batched_losses = jax.jit(jax.vmap(lambda v: train(case.build(v))))(
-        jnp.asarray(case.values, jnp.float32))
     # The reference: optax built with Python floats (the float32 values the members
     # get, so that e.g. `1 - b2` is the same number), closed over at trace time.
+    # Both sides go into one jitted function: one compilation per case.
     floats = [float(np.float32(value)) for value in case.values]
-    references = jax.jit(lambda: [train(case.build(value)) for value in floats])()
+
+    @jax.jit
+    def run(values):
+        batched = jax.vmap(lambda value: train(case.build(value)))(values)
+        return batched, [train(case.build(value)) for value in floats]
+
+    (batched_params, batched_losses), references = run(jnp.asarray(floats, jnp.float32))
     for member, (params, losses) in enumerate(references):
         member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
         chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
@@ -161,10 +166,12 @@ SCHEDULES = {
 def test_jaxtune_schedule_with_traced_steps_as_learning_rate(name, schedule):
     make_optimizer, peak = OPTIMIZERS[name], PEAK.get(name, 0.1)
     ours, theirs = SCHEDULES[schedule]
-    batched_params, batched_losses = jax.jit(jax.vmap(
-        lambda steps: train(make_optimizer(ours(peak, steps)))))(jnp.asarray(STEP_VALUES))
-    references = jax.jit(
-        lambda: [train(make_optimizer(theirs(peak, steps))) for steps in STEP_VALUES])()
+    @jax.jit
+    def run(step_values):
+        batched = jax.vmap(lambda steps: train(make_optimizer(ours(peak, steps))))(step_values)
+        return batched, [train(make_optimizer(theirs(peak, steps))) for steps in STEP_VALUES]
+
+    (batched_params, batched_losses), references = run(jnp.asarray(STEP_VALUES))
     for member, (params, losses) in enumerate(references):
         member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
         chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
