@@ -695,9 +695,11 @@ def _targets(results: dict) -> str:
 
 
 def slice_mode(args: argparse.Namespace) -> dict:
+    import importlib
+
     import jax
 
-    from jaxtune import sweep as sweep_module
+    sweep_module = importlib.import_module("jaxtune.sweep")  # `jaxtune.sweep` is also the function
 
     one_device = jax.devices()[:1]
     work = Workload()
