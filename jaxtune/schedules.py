@@ -125,7 +125,7 @@ def _clamp_steps(steps: ArrayLike) -> jax.Array:
 
 
 def _as_float(count: ArrayLike) -> jax.Array:
-    # A float count avoids int32 overflow in `pi * count` for long runs (as optax does).
+    # As optax: float arithmetic on the count (Python ints beyond int32 convert too).
     return jnp.asarray(count, dtype=jnp.result_type(float))
 
 
@@ -197,7 +197,7 @@ def _piecewise_entries(
                 )
             check_nonnegative(
                 f"boundaries_and_scales[{key!r}]", scale,
-                "Scales multiply the value at their boundary; use 0 to switch it off.",
+                "Each scale multiplies the value from its boundary on.",
             )
         items = sorted(boundaries_and_scales.items(), key=lambda item: item[0])
         boundaries = jnp.asarray([key for key, _ in items])
@@ -230,7 +230,8 @@ def _piecewise_entries(
 def _power(base, exponent):
     """`base ** exponent` for base >= 0, with finite gradients where base is 0."""
     positive = base > 0
-    return jnp.where(positive, jnp.where(positive, base, 1.0) ** exponent, 0.0**exponent)
+    at_zero = jnp.power(jnp.zeros_like(base), exponent)  # in array precision, like optax
+    return jnp.where(positive, jnp.where(positive, base, 1.0) ** exponent, at_zero)
 
 
 def _polynomial(init_value, end_value, power, transition_steps, transition_begin):
@@ -240,7 +241,9 @@ def _polynomial(init_value, end_value, power, transition_steps, transition_begin
     def schedule(count):
         has_steps = steps > 0
         clipped = jnp.clip(count - begin, 0, steps)
-        frac = 1 - clipped / jnp.where(has_steps, steps, 1)
+        # (T - c) / T rather than optax's 1 - c / T: exactly 0 at the end even when the
+        # compiler divides by multiplying with 1 / T (a small power would magnify the error).
+        frac = (steps - clipped) / jnp.where(has_steps, steps, 1)
         # No transition steps: the value jumps to end_value at transition_begin.
         frac = jnp.where(has_steps, frac, jnp.where(count >= begin, 0.0, 1.0))
         return (init_value - end_value) * _power(frac, power) + end_value
@@ -886,9 +889,9 @@ def linear_onecycle_schedule(
                    hint="It is the fraction of `transition_steps` at which phase 2 ends.")
     _check_less("pct_start", pct_start, "pct_final", pct_final,
                 "Phase 2 (decreasing) must come after phase 1 (increasing).", strict=False)
-    steps = _clamp_steps(transition_steps)
     boundaries, scales = _last_key_wins(
-        [_truncated_product(pct_start, steps), _truncated_product(pct_final, steps), steps],
+        [_truncated_product(pct_start, transition_steps),
+         _truncated_product(pct_final, transition_steps), _clamp_steps(transition_steps)],
         [div_factor, 1.0 / div_factor, 1.0 / final_div_factor],
     )
     cycle = _interpolate("linear", peak_value / div_factor, (boundaries, scales))
@@ -939,9 +942,9 @@ def cosine_onecycle_schedule(
       0.04 1.00 0.50
     """
     _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
-    steps = _clamp_steps(transition_steps)
     boundaries, scales = _last_key_wins(
-        [_truncated_product(pct_start, steps), _truncated_product(1, steps)],
+        [_truncated_product(pct_start, transition_steps),
+         _truncated_product(1, transition_steps)],
         [div_factor, 1.0 / (div_factor * final_div_factor)],
     )
     cycle = _interpolate("cosine", peak_value / div_factor, (boundaries, scales))
@@ -1267,8 +1270,11 @@ def cyclic_schedule(
         count = _as_float(count)
         valid = step_size > 0
         half_cycle = jnp.where(valid, step_size, 1.0)
-        cycle = jnp.floor(1 + count / (2 * half_cycle))
-        x = jnp.abs(count / half_cycle - 2 * cycle + 1)
+        # Smith's x = |t/s - 2c + 1| equals |r/s - 1| with r = t mod 2s; the remainder is
+        # exact in floating point, so x stays accurate after many cycles.
+        within = jnp.remainder(count, 2 * half_cycle)
+        cycle = jnp.round((count - within) / (2 * half_cycle)) + 1
+        x = jnp.abs(within / half_cycle - 1)
         amplitude = (max_value - base_value) * jnp.maximum(0.0, 1 - x)
         if mode == "triangular2":
             amplitude = amplitude / 2.0 ** (cycle - 1)

@@ -52,9 +52,14 @@ def _progress_bar(enabled: bool, total: int):
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:
         return None
+    try:  # notebook widgets when they can be drawn; tqdm.auto warns when they cannot
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        pass
     return tqdm(total=total, unit="step", desc="sweep", leave=True)
 
 
