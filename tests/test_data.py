@@ -1,6 +1,5 @@
 """Demo datasets: the bundled digits split and the synthetic Gaussian blobs."""
 
-import doctest
 import sys
 
 import numpy as np
@@ -8,7 +7,6 @@ import pytest
 import sklearn.datasets
 
 import jaxtune as jt
-import jaxtune.data
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +179,3 @@ def test_blobs_errors():
         jt.make_classification_data(10, 4, 2, noise="1")
     with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0"):
         jt.make_classification_data(10, 4, 2, seed=-2)
-
-
-def test_doctests():
-    assert doctest.testmod(jaxtune.data).failed == 0

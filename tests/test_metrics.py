@@ -1,6 +1,5 @@
 """Metrics: parity with scikit-learn, jit/vmap, input conventions and errors."""
 
-import doctest
 import functools
 import math
 
@@ -279,9 +278,6 @@ def test_classification_metrics_match_sklearn():
     np.testing.assert_allclose(out["recall_macro"],
                                skm.recall_score(b_true, b_pred, average="macro"), rtol=1e-6)
 
-
-def test_doctests():
-    assert doctest.testmod(jaxtune.metrics).failed == 0
 
 
 # ----------------------------------------------------------------------------- errors

@@ -1,6 +1,5 @@
 """Tests for `jaxtune.results`: SweepResult built by hand from arrays with known answers."""
 
-import doctest
 import io
 import json
 import sys
@@ -12,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jaxtune.results
 from jaxtune.results import BestConfig, SweepResult
 
 nan = np.nan
@@ -659,8 +657,3 @@ def test_repr():
     assert "metric='accuracy' (max), 1 diverged" in text
     best = "best: learning_rate=0.01, weight_decay=0.0001, optimizer='sgd' -> accuracy 0.985"
     assert best in text
-
-
-def test_docstring_example():
-    failures, tried = doctest.testmod(jaxtune.results, verbose=False)
-    assert tried >= 2 and failures == 0
