@@ -7,7 +7,7 @@ Workload (fixed): the demo MLP 64-128-128-10 on the digits training split, batch
 Methods, all training the same model from the same initial parameters on the
 same minibatches (one permutation of the examples per epoch, drawn with
 `jax.random` exactly as jaxtune draws them, so every method computes the same
-losses):
+losses up to rounding):
 
   jaxtune  `jaxtune.sweep(..., configs={"learning_rate": lrs}, progress=False)`
            on one device; every call compiles its own programs, so each repeat
@@ -20,8 +20,8 @@ losses):
   C        `jit(vmap(...))` of B's function over all lrs at once (one compile).
 
 Compile time counts tracing, lowering, XLA compilation and one warm-up call; run
-time is the median of up to `--repeats` timed runs (fewer when one run takes
-longer than `--repeat-budget` seconds), each ended by `jax.block_until_ready`.
+time is the median of up to `--repeats` timed runs (fewer once the runs so far
+took `--repeat-budget` seconds), each ended by `jax.block_until_ready`.
 Every baseline's compile time includes compiling the parameter initialisation,
 which jaxtune compiles as its `init` program.
 
@@ -39,6 +39,7 @@ it; and, with `--slice-sizes`, jaxtune's throughput per `members_per_slice`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -50,6 +51,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+# Importing starts no JAX backend, so the sharded worker can still choose its
+# device count with `jaxtune.use_cpu_devices` before it computes anything.
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jaxtune as jt
+from jaxtune.demo import LAYER_SIZES, cross_entropy, mlp_init
+from jaxtune.population import default_eval_every
+
+sweep_module = importlib.import_module("jaxtune.sweep")  # `jaxtune.sweep` is also the function
 
 STEPS = 500
 BATCH_SIZE = 128
@@ -64,6 +80,7 @@ SHARDED_DEVICES = 2
 SLICE_MODE_SIZES = (32, 128)
 SHARDED_TARGET = 4000.0  # member-steps/s at N=128 over 2 host devices
 A_END_TO_END_TARGET = 5.0  # jaxtune vs A, total time, at N=32
+RECORD_EVERY = default_eval_every(STEPS)  # jaxtune's chunk: its train_loss averages these steps
 WORKER_MARK = "SWEEP_SPEED_JSON "
 
 
@@ -113,7 +130,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------
-# Measurement helpers (JAX is imported lazily: the worker must set its device count first)
+# Measurement helpers
 
 
 def _median(values: Sequence[float]) -> float:
@@ -133,7 +150,6 @@ def _repeat(run: Callable[[], dict], repeats: int, budget: float) -> list[dict]:
 
 class _CompileLog(logging.Handler):
     """Collects the names of the programs XLA compiles while it is active."""
-
     PATTERN = re.compile(r"Finished XLA compilation of (?:jit\()?([^\s)]+)\)? in")
 
     def __init__(self):
@@ -146,8 +162,6 @@ class _CompileLog(logging.Handler):
             self.names.append(match.group(1))
 
     def __enter__(self):
-        import jax
-
         self._logger = logging.getLogger("jax")
         self._propagate = self._logger.propagate
         self._logger.addHandler(self)
@@ -168,18 +182,15 @@ def flops_per_member_step(layer_sizes: Sequence[int]) -> float:
     return 3.0 * 2.0 * BATCH_SIZE * sum(m * n for m, n in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
-def matmul_ceiling(devices: Sequence[Any], min_seconds: float = 0.5) -> dict:
-    """Best float32 FLOP/s of a jitted [128k, 128] @ [128, 128] per device, over k.
+def matmul_ceiling(devices: Sequence[Any], trials: int = 3, min_seconds: float = 0.2) -> dict:
+    """Best float32 FLOP/s of a jitted [128k, 128] @ [128, 128] per device, over k and trials.
+
+    A ceiling is a best case, so each k keeps its fastest of `trials` timings
+    (each at least `min_seconds` long): a busy machine lowers some, not all.
 
     With several devices the rows are sharded over them (`shard_map`), so the
     ceiling is that of the whole device set, as the sharded sweep uses it.
     """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding
-    from jax.sharding import PartitionSpec as P
-
     mesh = Mesh(np.array(list(devices)), ("d",))
     matmul = jax.jit(jax.shard_map(lambda a, b: a @ b, mesh=mesh, in_specs=(P("d"), P()),
                                    out_specs=P("d"), check_vma=False))
@@ -189,15 +200,17 @@ def matmul_ceiling(devices: Sequence[Any], min_seconds: float = 0.5) -> dict:
         x = jax.device_put(jnp.ones((rows, 128), jnp.float32), NamedSharding(mesh, P("d")))
         y = jax.device_put(jnp.ones((128, 128), jnp.float32), NamedSharding(mesh, P()))
         jax.block_until_ready(matmul(x, y))
-        calls, start = 0, time.perf_counter()
-        while True:
-            out = [matmul(x, y) for _ in range(8)]
-            jax.block_until_ready(out)
-            calls += 8
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        per_k[k] = 2.0 * rows * 128 * 128 * calls / elapsed
+        best = 0.0
+        for _ in range(trials):
+            calls, start = 0, time.perf_counter()
+            while True:
+                jax.block_until_ready([matmul(x, y) for _ in range(8)])
+                calls += 8
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            best = max(best, 2.0 * rows * 128 * 128 * calls / elapsed)
+        per_k[k] = best
     best = max(per_k, key=per_k.get)
     return {"flops": per_k[best], "best_k": best, "per_k": per_k, "devices": len(devices)}
 
@@ -210,12 +223,6 @@ class Workload:
     """Data, initial-parameter key and minibatch key shared by every method."""
 
     def __init__(self):
-        import jax
-        import jax.numpy as jnp
-
-        import jaxtune as jt
-        from jaxtune.demo import LAYER_SIZES
-
         data = jt.load_digits()
         self.x_host, self.y_host = data.x_train, data.y_train
         self.x, self.y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
@@ -230,9 +237,6 @@ class Workload:
 
     def batch_indices(self, data_key):
         """[STEPS, BATCH_SIZE] example indices: consecutive slices of one permutation per epoch."""
-        import jax
-        import jax.numpy as jnp
-
         per_epoch = self.num_examples // BATCH_SIZE
         epochs = -(-STEPS // per_epoch)
         orders = jax.vmap(
@@ -243,25 +247,17 @@ class Workload:
         return orders[(t // per_epoch)[:, None], columns]
 
 
-def learning_rates(n: int):
-    import numpy as np
-
+def learning_rates(n: int) -> np.ndarray:
     return np.geomspace(LR_LOW, LR_HIGH, n).astype(np.float32)
 
 
-def _last_chunk_loss(losses) -> Any:
-    """Mean training loss over the last 50 steps, as jaxtune records it (eval_every=50)."""
-    import numpy as np
-
-    return np.asarray(losses)[..., -50:].mean(axis=-1)
+def _last_chunk_loss(losses) -> np.ndarray:
+    """Mean training loss over the last chunk of steps, as jaxtune records it."""
+    return np.asarray(losses)[..., -RECORD_EVERY:].mean(axis=-1)
 
 
 def run_jaxtune(work: Workload, n: int, devices, members_per_slice: int | None = None) -> dict:
     """One `jaxtune.sweep` call; compile and run times from its own clock."""
-    import optax
-
-    import jaxtune as jt
-    from jaxtune.demo import cross_entropy, mlp_init
 
     def make_optimizer(learning_rate):
         return optax.adam(learning_rate)
@@ -294,10 +290,6 @@ def run_jaxtune(work: Workload, n: int, devices, members_per_slice: int | None =
 
 def _baseline_functions(work: Workload):
     """B's and C's functions, fresh so nothing is cached: init, and the 500-step scan."""
-    import jax
-    import optax
-
-    from jaxtune.demo import cross_entropy, mlp_init
 
     def train(params, learning_rate, data_key, x, y):
         optimizer = optax.adam(learning_rate)
@@ -317,8 +309,6 @@ def _baseline_functions(work: Workload):
 
 def _compile_timed(fn, *args):
     """AOT-compiles `jit(fn)` for `args` and runs it once (warm-up); returns (compiled, seconds)."""
-    import jax
-
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     jax.block_until_ready(compiled(*args))
@@ -327,9 +317,6 @@ def _compile_timed(fn, *args):
 
 def measure_b(work: Workload, n: int, repeats: int, budget: float) -> dict:
     """B: one compiled scan with a traced learning rate, called once per lr."""
-    import jax
-    import jax.numpy as jnp
-
     init, train = _baseline_functions(work)
     init_c, init_s = _compile_timed(init, work.init_key)
     params = init_c(work.init_key)
@@ -349,9 +336,6 @@ def measure_b(work: Workload, n: int, repeats: int, budget: float) -> dict:
 
 def measure_c(work: Workload, n: int, repeats: int, budget: float) -> dict:
     """C: jit(vmap(scan)) over every lr at once."""
-    import jax
-    import jax.numpy as jnp
-
     init, train = _baseline_functions(work)
     init_c, init_s = _compile_timed(init, work.init_key)
     params = init_c(work.init_key)
@@ -370,14 +354,20 @@ def measure_c(work: Workload, n: int, repeats: int, budget: float) -> dict:
     return _summary(init_s + train_s, runs, runs[-1]["losses"])
 
 
+def _a_step(optimizer: optax.GradientTransformation) -> Callable:
+    """A's train step, closed over an optimizer built from a Python-float learning rate."""
+
+    def step(params, opt_state, x, y, indices, t):
+        batch_indices = indices[t]
+        loss, grads = jax.value_and_grad(cross_entropy)(params, (x[batch_indices], y[batch_indices]))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
 def measure_a(work: Workload, n: int, repeats: int, budget: float) -> dict:
     """A: Python loop over lrs, a jitted step closed over a Python-float lr, per-step dispatch."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from jaxtune.demo import cross_entropy, mlp_init
-
     start = time.perf_counter()
     init = jax.jit(lambda key: mlp_init(key))
     indices_fn = jax.jit(work.batch_indices)
@@ -388,15 +378,8 @@ def measure_a(work: Workload, n: int, repeats: int, budget: float) -> dict:
     steps = []  # (optimizer, jitted step) per lr, compiled and warmed up
     for lr in learning_rates(n):
         optimizer = optax.adam(float(lr))
-
-        def step(params, opt_state, x, y, indices, t, optimizer=optimizer):
-            batch_indices = indices[t]
-            loss, grads = jax.value_and_grad(cross_entropy)(params, (x[batch_indices], y[batch_indices]))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
         start = time.perf_counter()
-        jitted = jax.jit(step)
+        jitted = jax.jit(_a_step(optimizer))
         jax.block_until_ready(jitted(params0, optimizer.init(params0), work.x, work.y, indices, 0))
         compile_s += time.perf_counter() - start
         steps.append((optimizer, jitted))
@@ -410,7 +393,7 @@ def measure_a(work: Workload, n: int, repeats: int, budget: float) -> dict:
             params, opt_state, tail = params0, optimizer.init(params0), []
             for t in range(STEPS):
                 params, opt_state, loss = jitted(params, opt_state, work.x, work.y, indices, t)
-                if t >= STEPS - 50:
+                if t >= STEPS - RECORD_EVERY:
                     tail.append(loss)
             finals.append(params)
             tails.append(tail)
@@ -418,7 +401,7 @@ def measure_a(work: Workload, n: int, repeats: int, budget: float) -> dict:
         return {"run_s": time.perf_counter() - start, "losses": tails}
 
     runs = _repeat(run, repeats, budget)
-    losses = jnp.asarray([[float(v) for v in tail] for tail in runs[-1]["losses"]])
+    losses = np.asarray([[float(v) for v in tail] for tail in runs[-1]["losses"]])
     return _summary(compile_s, runs, losses)
 
 
@@ -464,11 +447,7 @@ def _throughput(n: int, run_s: float) -> float:
 
 
 def sharded_worker(args: argparse.Namespace) -> None:
-    import jaxtune as jt
-
     jt.use_cpu_devices(args.devices)
-    import jax
-
     devices = jax.devices()
     if len(devices) != args.devices:
         raise RuntimeError(f"the sharded worker asked for {args.devices} devices, JAX has {len(devices)}.")
@@ -490,7 +469,10 @@ def run_sharded(args: argparse.Namespace, sizes: Sequence[int]) -> dict | None:
     if args.slice_sizes:
         command += ["--slice-sizes", ",".join(map(str, args.slice_sizes))]
     _log("starting the sharded worker: " + " ".join(command[1:]))
-    process = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    # A forced host device count would fight the worker's own `use_cpu_devices`.
+    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
+    process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     lines = [line for line in process.stdout.splitlines() if line.startswith(WORKER_MARK)]
     if process.returncode != 0 or not lines:
         _log(f"the sharded worker failed (exit code {process.returncode}); sharded rows are missing.")
@@ -505,7 +487,10 @@ def run_sharded(args: argparse.Namespace, sizes: Sequence[int]) -> dict | None:
 def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda row: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
     rule = "-" * len(line(headers))
     return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
 
@@ -518,16 +503,14 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _header(jax_module) -> str:
-    import optax
-
+def _header() -> str:
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"jaxtune sweep benchmark: MLP 64-128-128-10 on digits, batch {BATCH_SIZE}, adam, {STEPS} steps, "
         f"lr log-spaced in [{LR_LOW:g}, {LR_HIGH:g}]\n"
-        f"jax {jax_module.__version__}, optax {optax.__version__}, backend "
-        f"{jax_module.default_backend()}, {cores} cores usable, load average "
+        f"jax {jax.__version__}, optax {optax.__version__}, backend "
+        f"{jax.default_backend()}, {cores} cores usable, load average "
         f"{' '.join(f'{v:.2f}' for v in load)}\n"
     )
 
@@ -546,8 +529,6 @@ def _ceiling_section(ceilings: list[dict], flops_step: float) -> str:
 
 
 def comparison(args: argparse.Namespace) -> dict:
-    import jax
-
     _log(f"JAX devices in this process: {jax.devices()}; one-device runs use {jax.devices()[0]}")
     one_device = jax.devices()[:1]
     work = Workload()
@@ -575,7 +556,7 @@ def comparison(args: argparse.Namespace) -> dict:
     results["sharded"] = sharded
 
     # ---- report
-    out = [_header(jax), _ceiling_section([ceiling] + ([sharded["ceiling"]] if sharded else []), flops_step)]
+    out = [_header(), _ceiling_section([ceiling] + ([sharded["ceiling"]] if sharded else []), flops_step)]
     labels = {"jaxtune": "jaxtune.sweep", "A": "A python loop", "B": "B scan, sequential",
               "C": "C jit(vmap(scan))"}
     ceiling_rate = ceiling["flops"] / flops_step
@@ -609,7 +590,7 @@ def comparison(args: argparse.Namespace) -> dict:
                          f"{m['total_s'] / jt_total:.2f}x", f"{diff:.1e}"])
     out.append(_table(
         f"Ratios (>1: jaxtune faster); same-work check: max |d loss| = largest difference in "
-        f"final loss (mean of the last 50 steps) over the members with lr <= {STABLE_LR:g}",
+        f"final loss (mean of the last {RECORD_EVERY} steps) over the members with lr <= {STABLE_LR:g}",
         ["N", "pair", "throughput (run)", "end-to-end (total)", "max |d loss|"], rows,
     ))
 
@@ -695,12 +676,6 @@ def _targets(results: dict) -> str:
 
 
 def slice_mode(args: argparse.Namespace) -> dict:
-    import importlib
-
-    import jax
-
-    sweep_module = importlib.import_module("jaxtune.sweep")  # `jaxtune.sweep` is also the function
-
     one_device = jax.devices()[:1]
     work = Workload()
     flops_step = flops_per_member_step(work.layer_sizes)
@@ -735,7 +710,7 @@ def slice_mode(args: argparse.Namespace) -> dict:
     if sharded:
         row += ["-"] * len(args.sizes)
     rows.append(row)
-    out = [_header(jax), _ceiling_section([ceiling] + ([sharded["ceiling"]] if sharded else []), flops_step),
+    out = [_header(), _ceiling_section([ceiling] + ([sharded["ceiling"]] if sharded else []), flops_step),
            _table(f"jaxtune member-steps/s by members_per_slice (members per device; "
                   f"CPU_MEMBERS_PER_DEVICE = {default}); run time, compile excluded",
                   headers, rows)]

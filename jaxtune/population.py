@@ -264,6 +264,7 @@ class Trainer:
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self._compiled: dict[Any, Any] = {}
         self._validated: set[tuple] = set()
+        self._cached_seed_params: Any = None
 
     # -- building blocks, traced per member -------------------------------------------
 
@@ -287,8 +288,10 @@ class Trainer:
         values = {**hparams, **self.static_hparams}
         return self.eval_fn(params, eval_data, **_select(values, self._eval_sig, False))
 
-    def _init_member(self, hparams, seed):
-        if self.init_fn is not None:
+    def _init_member(self, hparams, seed, seed_params=None):
+        if seed_params is not None:
+            params = jax.tree_util.tree_map(lambda a: a[seed], seed_params)
+        elif self.init_fn is not None:
             values = {**hparams, **self.static_hparams}
             key = jax.random.fold_in(self._keys[0], seed)
             params = self.init_fn(key, **_select(values, self._init_sig, True))
@@ -296,6 +299,29 @@ class Trainer:
             params = self.init_params
         opt_state = self._optimizer(hparams).init(params)
         return params, opt_state
+
+    def _seed_params(self, dynamic_names: Sequence[str]) -> Any:
+        """Initial parameters of every seed, [num_seeds, ...], or None.
+
+        When `init_fn` takes no dynamic hyperparameter its result depends on the seed
+        alone: it is computed once per seed, unbatched (a vmapped random init costs
+        about twice the compile time), and members gather their seed's copy.
+        """
+        if self.init_fn is None:
+            return None
+        sig = self._init_sig
+        if sig.var_keyword and dynamic_names or sig.names & set(dynamic_names):
+            return None
+        if self._cached_seed_params is None:
+            static = _select(self.static_hparams, sig, True)
+            init_one = jax.jit(lambda key: self.init_fn(key, **static))
+            start = time.perf_counter()
+            trees = [init_one(jax.random.fold_in(self._keys[0], s)) for s in range(self.num_seeds)]
+            stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+            self._cached_seed_params = jax.device_put(stacked, NamedSharding(self.mesh, P()))
+            self.compile_seconds += time.perf_counter() - start
+            self.compiles += 1
+        return self._cached_seed_params
 
     def _batch_indices(self, start: jax.Array, steps: int, num_seeds: int) -> jax.Array:
         """Minibatch indices [num_seeds, steps, batch_size] for steps start, start+1, ...
@@ -472,9 +498,11 @@ class Trainer:
         self._check_member_count(members)
         self.validate(hparams)
 
+        seed_params = self._seed_params(list(hparams))
+
         def build():
-            def init_local(hp, seeds):
-                params, opt_state = jax.vmap(self._init_member)(hp, seeds)
+            def init_local(hp, seeds, seed_params):
+                params, opt_state = jax.vmap(self._init_member, (0, 0, None))(hp, seeds, seed_params)
                 n = seeds.shape[0]
                 return PopulationState(
                     params=params,
@@ -485,11 +513,12 @@ class Trainer:
                     alive=jnp.ones(n, bool),
                     diverged_step=jnp.full(n, -1, jnp.int32),
                 )
-            return self._sharded(init_local, (P(MEMBER_AXIS), P(MEMBER_AXIS)), P(MEMBER_AXIS))
+            return self._sharded(init_local, (P(MEMBER_AXIS), P(MEMBER_AXIS), P()), P(MEMBER_AXIS))
 
         hparams = jax.device_put(hparams, self._member_sharding)
         seed = jax.device_put(seed, self._member_sharding)
-        return self._program("init", build, hparams, seed)(hparams, seed)
+        args = (hparams, seed, seed_params)
+        return self._program("init", build, *args)(*args)
 
     def train(self, state: PopulationState, steps: int) -> tuple[PopulationState, jax.Array]:
         """Runs `steps` optimizer steps for every member as one compiled `lax.scan`.
