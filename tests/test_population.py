@@ -269,3 +269,26 @@ def test_use_cpu_devices_too_late_says_so():
     assert jt.use_cpu_devices(len(jax.devices("cpu"))) == len(jax.devices("cpu"))
     with pytest.raises(RuntimeError, match="came too late"):
         jt.use_cpu_devices(len(jax.devices("cpu")) + 1)
+
+
+def test_diverged_member_rolls_back_to_the_start_of_its_chunk():
+    t = trainer(devices=jax.devices()[:1])
+    hp = {"learning_rate": np.array([0.05, 10.0], np.float32), "momentum": np.zeros(2, np.float32)}
+    start, first = t.train(t.init(hp, np.array([0, 0])), 1)
+    assert np.isfinite(np.asarray(first)).all()  # one step at lr=10 is still finite
+    end, losses = t.train(start, 30)
+    losses = np.asarray(losses)
+    assert bool(end.alive[0]) and not bool(end.alive[1])
+    step = int(end.diverged_step[1])
+    assert 1 <= step < 31
+    assert np.isfinite(losses[1, : step - 1]).all() and np.isnan(losses[1, step - 1:]).all()
+    chex.assert_trees_all_close(
+        jax.tree_util.tree_map(lambda a: a[1], end.params),
+        jax.tree_util.tree_map(lambda a: a[1], start.params), atol=0, rtol=0,
+    )
+    again, later = t.train(end, 5)  # stays frozen, its losses stay NaN
+    chex.assert_trees_all_close(
+        jax.tree_util.tree_map(lambda a: a[1], again.params),
+        jax.tree_util.tree_map(lambda a: a[1], start.params), atol=0, rtol=0,
+    )
+    assert np.isnan(np.asarray(later)[1]).all() and int(again.diverged_step[1]) == step
