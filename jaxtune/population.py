@@ -166,12 +166,15 @@ class Trainer:
       >>> loss = lambda w, batch: jnp.mean((batch[0] @ w - batch[1]) ** 2)
       >>> trainer = jt.Trainer(loss, lambda learning_rate: optax.sgd(learning_rate),
       ...                      init_params=jnp.zeros((1, 1)), data=(x, y), batch_size=16)
-      >>> state = trainer.init({"learning_rate": np.array([0.01, 0.1, 0.5])})
+      >>> state = trainer.init({"learning_rate": np.array([0.001, 0.01, 0.1, 0.5])})
       >>> state, losses = trainer.train(state, steps=50)
       >>> losses.shape
-      (3, 50)
-      >>> bool(losses[2, -1] < losses[0, -1])
+      (4, 50)
+      >>> bool(losses[3, -1] < losses[0, -1])
       True
+
+    The members are sharded over `devices`, so their number must be a multiple
+    of the device count (`sweep` pads for you).
 
     Args:
       loss_fn: `loss_fn(params, batch, **hparams) -> loss` or `(loss, aux)`, with a
