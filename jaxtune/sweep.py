@@ -39,15 +39,15 @@ def _positive_int(name: str, value: Any) -> int:
 
 def auto_members_per_slice(members: int, devices: Sequence[jax.Device]) -> int:
     """Slice size: the whole population on accelerators, a few members per core on CPU."""
-    count = len(devices)
+    devices = list(devices)
+    whole = _round_up(members, len(devices))
     if devices[0].platform == "cpu":
-        return min(members_per_device_ceiling(members, count), CPU_MEMBERS_PER_DEVICE * count)
-    return members_per_device_ceiling(members, count)
+        return min(whole, CPU_MEMBERS_PER_DEVICE * len(devices))
+    return whole
 
 
-def members_per_device_ceiling(members: int, devices: int) -> int:
-    """`members` rounded up to a multiple of `devices`."""
-    return math.ceil(members / devices) * devices
+def _round_up(count: int, multiple: int) -> int:
+    return math.ceil(count / multiple) * multiple
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -206,7 +206,7 @@ def sweep(
     slices = []
     for trainer, rows in groups:
         size = members_per_slice or auto_members_per_slice(len(rows), trainer.mesh.devices.flat)
-        size = members_per_device_ceiling(min(size, len(rows)), trainer.num_devices)
+        size = _round_up(min(size, len(rows)), trainer.num_devices)
         for begin in range(0, len(rows), size):
             chunk = rows[begin:begin + size]
             padded = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk))])
@@ -225,16 +225,18 @@ def sweep(
     try:
         for c, length in enumerate(chunk_lengths):
             begin_step = int(record_steps[c] - length)
+            pending = []  # dispatch every slice before reading any back: no idle gaps
             for i, (trainer, rows, state) in enumerate(slices):
                 state, losses = trainer.train(state, length)
                 slices[i] = (trainer, rows, state)
+                pending.append((rows, losses, trainer.evaluate(state) if eval_names else {}))
+            for rows, losses, evaluated in pending:
                 losses = np.asarray(losses)[: len(rows)]
                 train_loss[rows, c] = losses.mean(axis=1)
                 if step_loss is not None:
                     step_loss[rows, begin_step:begin_step + length] = losses
-                if eval_names:
-                    for name, values in trainer.evaluate(state).items():
-                        metrics[name][rows, c] = np.asarray(values)[: len(rows)]
+                for name, values in evaluated.items():
+                    metrics[name][rows, c] = np.asarray(values)[: len(rows)]
             if bar is not None:
                 finite = train_loss[:, c][np.isfinite(train_loss[:, c])]
                 bar.set_postfix(best_loss=f"{finite.min():.4g}" if finite.size else "nan")
