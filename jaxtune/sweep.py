@@ -238,8 +238,10 @@ def sweep(
                 for name, values in evaluated.items():
                     metrics[name][rows, c] = np.asarray(values)[: len(rows)]
             if bar is not None:
-                finite = train_loss[:, c][np.isfinite(train_loss[:, c])]
-                bar.set_postfix(best_loss=f"{finite.min():.4g}" if finite.size else "nan")
+                current = (train_loss if metric == "train_loss" else metrics[metric])[:, c]
+                current = current[np.isfinite(current)]
+                best = (current.min() if mode == "min" else current.max()) if current.size else np.nan
+                bar.set_postfix({f"best {metric}": f"{best:.4g}"})
                 bar.update(length)
     finally:
         if bar is not None:
