@@ -51,6 +51,17 @@ def train(optimizer, steps=STEPS):
     return params, losses
 
 
+def assert_members_equal_references(batched, references):
+    """Each vmapped member equals its own run; the swept value changes the result."""
+    batched_params, batched_losses = batched
+    for member, (params, losses) in enumerate(references):
+        member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
+        chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(batched_losses[member], losses, rtol=2e-5, atol=1e-6)
+    finals = np.asarray(batched_losses[:, -1])
+    assert np.ptp(finals) > 1e-6 * np.abs(finals).max(), finals
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """An optimizer, the argument swept, its values and the arguments held fixed."""
@@ -122,14 +133,7 @@ def test_traced_hyperparameter_vmap_equals_optax_with_python_floats(case):
         batched = jax.vmap(lambda value: train(case.build(value)))(values)
         return batched, [train(case.build(value)) for value in floats]
 
-    (batched_params, batched_losses), references = run(jnp.asarray(floats, jnp.float32))
-    for member, (params, losses) in enumerate(references):
-        member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
-        chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(batched_losses[member], losses, rtol=2e-5, atol=1e-6)
-    # The swept argument matters: the members end in different places.
-    finals = np.asarray(batched_losses[:, -1])
-    assert np.ptp(finals) > 1e-6 * np.abs(finals).max(), finals
+    assert_members_equal_references(*run(jnp.asarray(floats, jnp.float32)))
 
 
 # --------------------------------------------------------------------------- #
@@ -171,13 +175,7 @@ def test_jaxtune_schedule_with_traced_steps_as_learning_rate(name, schedule):
         batched = jax.vmap(lambda steps: train(make_optimizer(ours(peak, steps))))(step_values)
         return batched, [train(make_optimizer(theirs(peak, steps))) for steps in STEP_VALUES]
 
-    (batched_params, batched_losses), references = run(jnp.asarray(STEP_VALUES))
-    for member, (params, losses) in enumerate(references):
-        member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
-        chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(batched_losses[member], losses, rtol=2e-5, atol=1e-6)
-    finals = np.asarray(batched_losses[:, -1])
-    assert np.ptp(finals) > 1e-6 * np.abs(finals).max(), finals
+    assert_members_equal_references(*run(jnp.asarray(STEP_VALUES)))
 
 
 # --------------------------------------------------------------------------- #
