@@ -120,6 +120,17 @@ def _leading_length(name: str, tree: Any) -> int:
     return next(iter(lengths.values()))
 
 
+def is_init_function(init_params: Any) -> bool:
+    """True for an `init_fn(key, ...)`, False for a pytree of parameters.
+
+    A callable pytree that holds arrays (an equinox module, say) is parameters.
+    """
+    if not callable(init_params):
+        return False
+    return not any(isinstance(leaf, (jax.Array, np.ndarray))
+                   for leaf in jax.tree_util.tree_leaves(init_params))
+
+
 def check_hparam_routing(
     names: Sequence[str],
     make_optimizer: Callable,
@@ -234,8 +245,8 @@ class Trainer:
 
         self.loss_fn = loss_fn
         self.make_optimizer = make_optimizer
-        self.init_fn = init_params if callable(init_params) else None
-        self.init_params = None if callable(init_params) else init_params
+        self.init_fn = init_params if is_init_function(init_params) else None
+        self.init_params = None if self.init_fn else init_params
         self.batch_size = int(batch_size)
         self.eval_fn = eval_fn
         self.static_hparams = dict(static_hparams or {})
@@ -514,13 +525,13 @@ class Trainer:
             if members is None:
                 raise ValueError("with no hyperparameters, pass `seed` to set the population size.")
             seed = np.zeros(members, np.int32)
-        seed = jnp.asarray(seed, jnp.int32)
+        seed = np.asarray(seed, np.int32)
         if seed.ndim != 1 or (members is not None and seed.shape[0] != members):
             raise ValueError(f"`seed` must be an int array of shape ({members},), got {seed.shape}.")
-        if int(jnp.min(seed)) < 0 or int(jnp.max(seed)) >= self.num_seeds:
+        if seed.min() < 0 or seed.max() >= self.num_seeds:
             raise ValueError(
                 f"`seed` indices must lie in [0, {self.num_seeds}) (num_seeds={self.num_seeds}), "
-                f"got values in [{int(jnp.min(seed))}, {int(jnp.max(seed))}]."
+                f"got values in [{seed.min()}, {seed.max()}]."
             )
         members = seed.shape[0]
         self._check_member_count(members)

@@ -18,7 +18,13 @@ import jax
 import numpy as np
 import optax
 
-from jaxtune.population import PopulationState, Trainer, check_hparam_routing, default_eval_every
+from jaxtune.population import (
+    PopulationState,
+    Trainer,
+    check_hparam_routing,
+    default_eval_every,
+    is_init_function,
+)
 from jaxtune.results import SweepResult, guess_mode
 from jaxtune.space import Space, Table
 
@@ -171,7 +177,8 @@ def sweep(
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
     check_hparam_routing(
-        space.names, make_optimizer, loss_fn, init_params if callable(init_params) else None, eval_fn
+        space.names, make_optimizer, loss_fn,
+        init_params if is_init_function(init_params) else None, eval_fn,
     )
 
     num_trials = len(table)

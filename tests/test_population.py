@@ -292,3 +292,27 @@ def test_diverged_member_rolls_back_to_the_start_of_its_chunk():
         jax.tree_util.tree_map(lambda a: a[1], start.params), atol=0, rtol=0,
     )
     assert np.isnan(np.asarray(later)[1]).all() and int(again.diverged_step[1]) == step
+
+
+def test_callable_pytree_of_arrays_is_taken_as_parameters():
+    class Linear:
+        """A callable parameter container, as equinox modules are."""
+
+        def __init__(self, w, b):
+            self.w, self.b = w, b
+
+        def __call__(self, x):
+            return x @ self.w + self.b
+
+    jax.tree_util.register_pytree_node(
+        Linear, lambda m: ((m.w, m.b), None), lambda _, children: Linear(*children)
+    )
+    model = Linear(jnp.zeros((6, 1)), jnp.zeros(1))
+    assert jt.population.is_init_function(init_fn)
+    assert not jt.population.is_init_function(model)
+    t = Trainer(lambda m, batch: jnp.mean((m(batch[0]) - batch[1]) ** 2),
+                lambda learning_rate: optax.sgd(learning_rate), init_params=model, data=DATA,
+                batch_size=20, devices=jax.devices()[:1])
+    state, losses = t.train(t.init({"learning_rate": np.array([0.0, 0.1], np.float32)}), 20)
+    np.testing.assert_array_equal(np.asarray(state.params.w[0]), np.zeros((6, 1)))
+    assert float(losses[1, -1]) < float(losses[1, 0])
