@@ -835,6 +835,15 @@ def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_d
                    "The final value is `peak_value / (div_factor * final_div_factor)`.")
 
 
+def _onecycle(interpolate_type, transition_steps, peak_value, div_factor, final_div_factor,
+              boundaries, scales):
+    """A one-cycle schedule from its phase boundaries and the scale applied at each."""
+    boundaries, scales = _last_key_wins(boundaries, scales)
+    cycle = _interpolate(interpolate_type, peak_value / div_factor, (boundaries, scales))
+    final_value = peak_value / (div_factor * final_div_factor)
+    return lambda count: jnp.where(transition_steps > 0, cycle(count), final_value)
+
+
 def linear_onecycle_schedule(
     transition_steps: ArrayLike,
     peak_value: ArrayLike,
@@ -889,14 +898,12 @@ def linear_onecycle_schedule(
                    hint="It is the fraction of `transition_steps` at which phase 2 ends.")
     _check_less("pct_start", pct_start, "pct_final", pct_final,
                 "Phase 2 (decreasing) must come after phase 1 (increasing).", strict=False)
-    boundaries, scales = _last_key_wins(
+    return _onecycle(
+        "linear", transition_steps, peak_value, div_factor, final_div_factor,
         [_truncated_product(pct_start, transition_steps),
          _truncated_product(pct_final, transition_steps), _clamp_steps(transition_steps)],
         [div_factor, 1.0 / div_factor, 1.0 / final_div_factor],
     )
-    cycle = _interpolate("linear", peak_value / div_factor, (boundaries, scales))
-    final_value = peak_value / (div_factor * final_div_factor)
-    return lambda count: jnp.where(transition_steps > 0, cycle(count), final_value)
 
 
 def cosine_onecycle_schedule(
@@ -942,14 +949,12 @@ def cosine_onecycle_schedule(
       0.04 1.00 0.50
     """
     _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_div_factor)
-    boundaries, scales = _last_key_wins(
+    return _onecycle(
+        "cosine", transition_steps, peak_value, div_factor, final_div_factor,
         [_truncated_product(pct_start, transition_steps),
          _truncated_product(1, transition_steps)],
         [div_factor, 1.0 / (div_factor * final_div_factor)],
     )
-    cycle = _interpolate("cosine", peak_value / div_factor, (boundaries, scales))
-    final_value = peak_value / (div_factor * final_div_factor)
-    return lambda count: jnp.where(transition_steps > 0, cycle(count), final_value)
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Any) -> Schedule:
