@@ -5,65 +5,7 @@ protocol accept traced values, and `sweep` trains a whole population of
 configurations x seeds with `jit(vmap(lax.scan(...)))`.
 """
 
-__version__ = "0.1.0"
-
-__all__ = ["__version__"]
-
-from .transforms import (
-    ProximalL1State as ProximalL1State,
-    ReduceOnPlateauState as ReduceOnPlateauState,
-    l1_penalty as l1_penalty,
-    l2_penalty as l2_penalty,
-    proximal_l1 as proximal_l1,
-    reduce_on_plateau as reduce_on_plateau,
-)
-__all__ += ["ProximalL1State", "ReduceOnPlateauState", "l1_penalty", "l2_penalty",
-            "proximal_l1", "reduce_on_plateau"]
-
-from .metrics import (
-    accuracy as accuracy,
-    classification_metrics as classification_metrics,
-    confusion_matrix as confusion_matrix,
-    f1 as f1,
-    precision as precision,
-    recall as recall,
-)
-__all__ += ["accuracy", "classification_metrics", "confusion_matrix", "f1", "precision",
-            "recall"]
-
-from .data import (
-    Dataset as Dataset,
-    load_digits as load_digits,
-    make_classification_data as make_classification_data,
-)
-__all__ += ["Dataset", "load_digits", "make_classification_data"]
-
-from .space import (
-    Dimension as Dimension,
-    Space as Space,
-    Table as Table,
-    choice as choice,
-    fixed as fixed,
-    loguniform as loguniform,
-    randint as randint,
-    uniform as uniform,
-)
-__all__ += ["Dimension", "Space", "Table", "choice", "fixed", "loguniform", "randint",
-            "uniform"]
-
-from .results import (
-    BestConfig as BestConfig,
-    SweepResult as SweepResult,
-)
-__all__ += ["BestConfig", "SweepResult"]
-
-from .devices import use_cpu_devices as use_cpu_devices
-from .population import (
-    PopulationState as PopulationState,
-    Trainer as Trainer,
-)
-__all__ += ["use_cpu_devices", "PopulationState", "Trainer"]
-
+# Schedules: optax's, trace-safe in every argument, and more.
 from .schedules import (
     constant_schedule as constant_schedule,
     cosine_decay_schedule as cosine_decay_schedule,
@@ -83,13 +25,112 @@ from .schedules import (
     warmup_inverse_sqrt_schedule as warmup_inverse_sqrt_schedule,
     warmup_stable_decay_schedule as warmup_stable_decay_schedule,
 )
-__all__ += ["constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule",
-            "cyclic_schedule", "exponential_decay", "join_schedules",
-            "linear_onecycle_schedule", "linear_schedule", "piecewise_constant_schedule",
-            "piecewise_interpolate_schedule", "polynomial_schedule", "sgdr_schedule",
-            "warmup_constant_schedule", "warmup_cosine_decay_schedule",
-            "warmup_exponential_decay_schedule", "warmup_inverse_sqrt_schedule",
-            "warmup_stable_decay_schedule"]
 
+# Tuning-aware gradient transformations.
+from .transforms import (
+    ProximalL1State as ProximalL1State,
+    ReduceOnPlateauState as ReduceOnPlateauState,
+    l1_penalty as l1_penalty,
+    l2_penalty as l2_penalty,
+    proximal_l1 as proximal_l1,
+    reduce_on_plateau as reduce_on_plateau,
+)
+
+# Search spaces and samplers.
+from .space import (
+    Dimension as Dimension,
+    Space as Space,
+    Table as Table,
+    choice as choice,
+    fixed as fixed,
+    loguniform as loguniform,
+    randint as randint,
+    uniform as uniform,
+)
+
+# Devices the population is sharded over.
+from .devices import use_cpu_devices as use_cpu_devices
+
+# The population trainer.
+from .population import (
+    PopulationState as PopulationState,
+    Trainer as Trainer,
+)
+
+# The one call.
 from .sweep import sweep as sweep
-__all__ += ["sweep"]
+
+# What a sweep returns.
+from .results import (
+    BestConfig as BestConfig,
+    SweepResult as SweepResult,
+)
+
+# Classification metrics, jittable and vmappable.
+from .metrics import (
+    accuracy as accuracy,
+    classification_metrics as classification_metrics,
+    confusion_matrix as confusion_matrix,
+    f1 as f1,
+    precision as precision,
+    recall as recall,
+)
+
+# Embedded demo data.
+from .data import (
+    Dataset as Dataset,
+    load_digits as load_digits,
+    make_classification_data as make_classification_data,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "cyclic_schedule",
+    "exponential_decay",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
+    "sgdr_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "warmup_inverse_sqrt_schedule",
+    "warmup_stable_decay_schedule",
+    "ProximalL1State",
+    "ReduceOnPlateauState",
+    "l1_penalty",
+    "l2_penalty",
+    "proximal_l1",
+    "reduce_on_plateau",
+    "Dimension",
+    "Space",
+    "Table",
+    "choice",
+    "fixed",
+    "loguniform",
+    "randint",
+    "uniform",
+    "use_cpu_devices",
+    "PopulationState",
+    "Trainer",
+    "sweep",
+    "BestConfig",
+    "SweepResult",
+    "accuracy",
+    "classification_metrics",
+    "confusion_matrix",
+    "f1",
+    "precision",
+    "recall",
+    "Dataset",
+    "load_digits",
+    "make_classification_data",
+]
