@@ -204,6 +204,10 @@ class Trainer:
       num_seeds: static; how many seed indices members may carry (0 ... num_seeds-1).
       key: an int or a PRNG key; the root of every member's randomness.
       devices: the devices to shard the members over (default: all local ones).
+
+    Attributes:
+      data, eval_data: the data placed on the devices (replicated); pass them to
+        another trainer on the same devices to share one copy.
     """
 
     def __init__(
@@ -274,9 +278,11 @@ class Trainer:
             raise TypeError(f"`key` must be an int or a PRNG key from `jax.random.key`, got {key!r}.")
         self._keys = jax.random.split(root, 3)  # init, data order, per-step keys
 
+        # Placed once, replicated; placing already-placed arrays again is free, so
+        # trainers of one sweep share a single copy.
         replicated = NamedSharding(self.mesh, P())
-        self._data = jax.device_put(data, replicated)
-        self._eval_data = None if eval_data is None else jax.device_put(eval_data, replicated)
+        self.data = jax.device_put(data, replicated)
+        self.eval_data = None if eval_data is None else jax.device_put(eval_data, replicated)
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self._compiled: dict[Any, Any] = {}
         self._validated: set[tuple] = set()
@@ -326,7 +332,7 @@ class Trainer:
         if self.init_fn is None:
             return None
         sig = self._init_sig
-        if sig.var_keyword and dynamic_names or sig.names & set(dynamic_names):
+        if (sig.var_keyword and dynamic_names) or sig.names & set(dynamic_names):
             return None
         if self._cached_seed_params is None:
             static = _select(self.static_hparams, sig, True)
@@ -339,7 +345,7 @@ class Trainer:
             self.compiles += 1
         return self._cached_seed_params
 
-    def _batch_indices(self, start: jax.Array, steps: int, num_seeds: int) -> jax.Array:
+    def _batch_indices(self, start: jax.Array, steps: int) -> jax.Array:
         """Minibatch indices [num_seeds, steps, batch_size] for steps start, start+1, ...
 
         Each epoch is a fresh permutation of the examples, a function of (seed, epoch)
@@ -349,7 +355,7 @@ class Trainer:
         first_epoch = start // per_epoch
         epochs = steps // per_epoch + 2  # epochs a run of `steps` can touch
         seed_keys = jax.vmap(lambda s: jax.random.fold_in(self._keys[1], s))(
-            jnp.arange(num_seeds)
+            jnp.arange(self.num_seeds)
         )
 
         def permutations(key):
@@ -461,11 +467,10 @@ class Trainer:
         params, _ = jax.eval_shape(self._init_member, one, jax.ShapeDtypeStruct((), jnp.int32))
         batch = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct((self.batch_size,) + np.shape(a)[1:], jnp.result_type(a)),
-            self._data,
+            self.data,
         )
         key = jax.eval_shape(lambda: self._keys[2])
-        loss_fn = lambda p, b, hp, k: self._loss_raw(p, b, hp, k)
-        out = jax.eval_shape(loss_fn, params, batch, one, key)
+        out = jax.eval_shape(self._loss_raw, params, batch, one, key)
         self._has_aux = isinstance(out, tuple)
         if self._has_aux and len(out) != 2:
             raise ValueError(
@@ -487,7 +492,7 @@ class Trainer:
                 order.extend(out if isinstance(out, Mapping) else ())
                 return out
 
-            out = jax.eval_shape(probe, params, self._eval_data, one)
+            out = jax.eval_shape(probe, params, self.eval_data, one)
             leaves = out.values() if isinstance(out, Mapping) else [out]
             if any(getattr(v, "shape", None) != () for v in leaves):
                 raise ValueError(
@@ -499,7 +504,7 @@ class Trainer:
                 self._eval_names = (name if name.isidentifier() else "eval",)
             else:
                 self._eval_names = tuple(order)
-        elif self._eval_data is not None:
+        elif self.eval_data is not None:
             self._eval_names = ("eval_loss",)
         self._validated.add(signature)
 
@@ -577,7 +582,7 @@ class Trainer:
 
         def build():
             def train_local(population, data):
-                indices = self._batch_indices(population.step[0], steps, self.num_seeds)
+                indices = self._batch_indices(population.step[0], steps)
 
                 def member_run(member):
                     return self._run_member(data, member, indices[member.seed])
@@ -588,11 +593,11 @@ class Trainer:
                 train_local, (P(MEMBER_AXIS), P()), (P(MEMBER_AXIS), P(MEMBER_AXIS))
             )
 
-        return self._program(("train", steps), build, state, self._data)(state, self._data)
+        return self._program(("train", steps), build, state, self.data)(state, self.data)
 
     def evaluate(self, state: PopulationState) -> dict[str, jax.Array]:
         """Evaluates every member on `eval_data`: name -> float32 [M] (NaN if diverged)."""
-        if self._eval_data is None:
+        if self.eval_data is None:
             raise ValueError("this trainer has no `eval_data`; pass it to `Trainer(...)`.")
 
         def build():
@@ -601,7 +606,7 @@ class Trainer:
 
             return self._sharded(evaluate_local, (P(MEMBER_AXIS), P()), P(MEMBER_AXIS))
 
-        return self._program("evaluate", build, state, self._eval_data)(state, self._eval_data)
+        return self._program("evaluate", build, state, self.eval_data)(state, self.eval_data)
 
     @property
     def eval_names(self) -> tuple[str, ...]:

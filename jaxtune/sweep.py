@@ -18,13 +18,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxtune.population import (
-    PopulationState,
-    Trainer,
-    check_hparam_routing,
-    default_eval_every,
-    is_init_function,
-)
+from jaxtune.population import PopulationState, Trainer, default_eval_every
 from jaxtune.results import SweepResult, guess_mode
 from jaxtune.space import Space, Table
 
@@ -176,10 +170,6 @@ def sweep(
         raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
-    check_hparam_routing(
-        space.names, make_optimizer, loss_fn,
-        init_params if is_init_function(init_params) else None, eval_fn,
-    )
 
     num_trials = len(table)
     members = num_trials * seeds
@@ -195,7 +185,9 @@ def sweep(
             eval_fn=eval_fn, eval_data=eval_data, static_hparams=static_values,
             num_seeds=seeds, key=seed, devices=devices,
         )
+        data, eval_data = trainer.data, trainer.eval_data  # one device copy for all groups
         rows = (np.asarray(trial_rows)[:, None] * seeds + np.arange(seeds)).reshape(-1)
+        # Names, loss shape and eval_fn, checked abstractly before anything compiles.
         trainer.validate({k: v[rows[:1]] for k, v in dynamic.items()})
         groups.append((trainer, rows))
 
@@ -280,7 +272,7 @@ def sweep(
         diverged_step=diverged_step,
         metric=metric,
         mode=mode,
-        params=_gather_params(slices, members) if keep_params else None,
+        params=_gather_params(slices) if keep_params else None,
         timing=timing,
         step_loss=step_loss,
     )
@@ -303,7 +295,7 @@ def _configurations(space: Space, configs, sampler, trials, grid_points, seed) -
     return space.sample(_positive_int("trials", trials), sampler=sampler, seed=seed)
 
 
-def _gather_params(slices: list[tuple[Trainer, np.ndarray, PopulationState]], members: int):
+def _gather_params(slices: list[tuple[Trainer, np.ndarray, PopulationState]]):
     """Every member's final params as one pytree [members, ...], or None.
 
     None when static groups have parameters of different structure or shape

@@ -51,7 +51,7 @@ def hand_written_run(learning_rate, momentum, seed, steps, t):
     params = init_fn(jax.random.fold_in(t._keys[0], seed))
     optimizer = optax.sgd(learning_rate, momentum=momentum)
     opt_state = optimizer.init(params)
-    indices = np.asarray(t._batch_indices(jnp.int32(0), steps, t.num_seeds))[seed]
+    indices = np.asarray(t._batch_indices(jnp.int32(0), steps))[seed]
     for i in range(steps):
         batch = (X[indices[i]], Y[indices[i]])
         grads = jax.grad(mse)(params, batch)
@@ -97,7 +97,7 @@ def test_same_seed_same_data_and_init_different_seed_differs():
 
 def test_minibatches_without_replacement_within_each_epoch():
     t = trainer(batch_size=32)  # 200 examples: 6 batches per epoch, 8 examples left out
-    indices = np.asarray(t._batch_indices(jnp.int32(0), 18, 3))
+    indices = np.asarray(t._batch_indices(jnp.int32(0), 18))
     assert indices.shape == (3, 18, 32)
     for seed in range(3):
         for epoch in range(3):
@@ -316,3 +316,9 @@ def test_callable_pytree_of_arrays_is_taken_as_parameters():
     state, losses = t.train(t.init({"learning_rate": np.array([0.0, 0.1], np.float32)}), 20)
     np.testing.assert_array_equal(np.asarray(state.params.w[0]), np.zeros((6, 1)))
     assert float(losses[1, -1]) < float(losses[1, 0])
+
+
+def test_trainers_on_the_same_devices_share_one_copy_of_the_data():
+    first = trainer(eval_data=DATA)
+    second = trainer(data=first.data, eval_data=first.eval_data)
+    assert second.data[0] is first.data[0] and second.eval_data[1] is first.eval_data[1]
