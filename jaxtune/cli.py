@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    for name in ("trials", "seeds", "steps", "batch_size", "top", "cpu_devices"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"jaxtune demo: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+
     import jaxtune as jt
 
     # Must precede any JAX computation: JAX fixes its device list when it starts.
@@ -52,10 +58,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     from jaxtune.demo import digits_sweep
 
-    for name in ("trials", "seeds", "steps", "batch_size", "top"):
-        if getattr(args, name) < 1:
-            print(f"jaxtune demo: --{name.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
     devices = jax.local_devices()
     print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, {args.steps} steps, "
           f"on {len(devices)} {devices[0].platform} device(s)")

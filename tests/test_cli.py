@@ -43,3 +43,8 @@ def test_bad_flag_value_fails_cleanly(tmp_path):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+def test_bad_device_count_fails_before_jax_starts(capsys):
+    assert cli.main(["demo", "--cpu-devices", "0"]) == 2
+    assert "--cpu-devices must be positive" in capsys.readouterr().err
