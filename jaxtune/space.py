@@ -52,12 +52,14 @@ import numpy as np
 from ._checks import check_finite, check_in_range
 
 __all__ = [
+    "MAX_CONFIGURATIONS",
+    "SAMPLERS",
     "Choice",
+    "ConfigStream",
     "Dimension",
     "Fixed",
     "LogUniform",
     "RandInt",
-    "SAMPLERS",
     "Space",
     "Table",
     "Uniform",
@@ -70,6 +72,15 @@ __all__ = [
 
 #: The samplers `Space.sample` knows.
 SAMPLERS = ("random", "grid", "sobol", "halton")
+
+#: The most configurations one table (or one `ConfigStream.ask`) may hold; larger
+#: requests fail before anything is allocated. A row costs about 8 bytes per
+#: dimension (a float32/int32 value, plus an option index for choices, plus float64
+#: scratch while drawing), so 10 million rows of a 10-dimension space already take
+#: ~1 GB; and a sweep of more configurations than this cannot be trained anyway (at
+#: one second per configuration it is four months of one device). Without the check,
+#: a 10-dimension grid of 10 points each tried to allocate 74.5 GiB.
+MAX_CONFIGURATIONS = 10_000_000
 
 _FLOAT32 = np.dtype(np.float32)
 _INT32 = np.dtype(np.int32)
@@ -119,7 +130,7 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(equal, (bool, np.bool_)):
             return bool(equal)
         return bool(np.array_equal(a, b))
-    except Exception:  # values whose == misbehaves are simply different
+    except Exception:  # noqa: BLE001 - values whose == misbehaves are simply different
         return False
 
 
@@ -170,6 +181,48 @@ def _count_argument(name: str, value: Any, hint: str = "") -> int:
     if value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {name}={int(value)}.{hint}")
     return int(value)
+
+
+def _too_many() -> str:
+    return (
+        f"MAX_CONFIGURATIONS = {MAX_CONFIGURATIONS:,} (jaxtune.space.MAX_CONFIGURATIONS; "
+        "no sweep trains that many configurations)"
+    )
+
+
+def _check_count_limit(name: str, value: int, fix: str) -> None:
+    """Refuses a count argument beyond MAX_CONFIGURATIONS, before anything is allocated."""
+    if value > MAX_CONFIGURATIONS:
+        raise ValueError(f"`{name}` must be at most {_too_many()}, got {name}={value:,}; {fix}")
+
+
+def _check_grid_size(described: str, count: int, fix: str) -> None:
+    """Refuses a grid of `count` rows beyond MAX_CONFIGURATIONS, before it is built."""
+    if count > MAX_CONFIGURATIONS:
+        raise ValueError(f"{described} = {count:,} configurations, more than {_too_many()}; {fix}")
+
+
+def _sampler_argument(sampler: Any) -> str:
+    if not isinstance(sampler, str):
+        raise TypeError(
+            f"`sampler` must be a string, one of {', '.join(map(repr, SAMPLERS))}; "
+            f"got {type(sampler).__name__} {_show(sampler)}."
+        )
+    if sampler not in SAMPLERS:
+        raise ValueError(
+            f"`sampler` must be one of {', '.join(map(repr, SAMPLERS))}, "
+            f"got sampler={sampler!r}."
+        )
+    return sampler
+
+
+def _seed_argument(seed: Any) -> int:
+    if not _is_integer(seed):
+        raise TypeError(f"`seed` must be a non-negative integer, got {type(seed).__name__} "
+                        f"{_show(seed)}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got seed={int(seed)}.")
+    return int(seed)
 
 
 def _rng_argument(rng: Any) -> np.random.Generator:
@@ -254,6 +307,7 @@ class Dimension:
         """
         _rng_argument(rng)
         n = _count_argument("n", n)
+        _check_count_limit("n", n, "draw fewer values.")
         values, _ = self._draw(rng, n)
         return values
 
@@ -284,6 +338,8 @@ class Dimension:
           A 1-D array of distinct values with dtype `self.dtype`.
         """
         points = _count_argument("points", points)
+        if self._grid_bound(points) > MAX_CONFIGURATIONS:
+            _check_count_limit("points", points, "use fewer points.")
         values, _ = self._grid(points)
         return values
 
@@ -303,6 +359,16 @@ class Dimension:
 
     def _grid(self, points: int) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
+
+    def _grid_bound(self, points: int) -> int:
+        """The most values `_grid(points)` can return, known without building it."""
+        count = self._count
+        return points if count is None else min(points, count)
+
+    @property
+    def _count(self) -> int | None:
+        """How many distinct values; None for a continuous range."""
+        return None
 
     def _encode(self, value: Any) -> tuple[Any, int | None] | None:
         """(stored value, option index) for a member, None for a non-member."""
@@ -347,7 +413,7 @@ def _rebuild(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dimens
 class _Continuous(Dimension):
     """A float range [low, high), sampled uniformly after `_forward`."""
 
-    __slots__ = ("low", "high", "_low32", "_high32", "_top32")
+    __slots__ = ("_high32", "_low32", "_top32", "high", "low")
 
     _name = ""
 
@@ -475,7 +541,7 @@ class LogUniform(_Continuous):
 class RandInt(Dimension):
     """Integers drawn uniformly from [low, high), `high` excluded. Build it with `randint`."""
 
-    __slots__ = ("low", "high")
+    __slots__ = ("high", "low")
 
     static = False
     dtype = _INT32
@@ -509,7 +575,8 @@ class RandInt(Dimension):
         return (self.low + offsets).astype(np.int32), None
 
     def _grid(self, points):
-        spread = np.linspace(self.low, self.high - 1, points)
+        # More points than integers gives every integer once: build no more than that.
+        spread = np.linspace(self.low, self.high - 1, min(points, self._count))
         return np.unique(np.round(spread).astype(np.int64)).astype(np.int32), None
 
     def contains(self, value: Any) -> bool:
@@ -541,7 +608,7 @@ class RandInt(Dimension):
 class _Discrete(Dimension):
     """A finite list of options; values are stored with their option index."""
 
-    __slots__ = ("static", "dtype", "_options", "_array")
+    __slots__ = ("_array", "_options", "dtype", "static")
 
     def _setup(self, options: list[Any], static: bool | None, argument: str) -> None:
         numeric = all(_is_number(v) for v in options)
@@ -619,6 +686,9 @@ class _Discrete(Dimension):
 
     def _grid(self, points):
         return self._take(np.arange(self._count))
+
+    def _grid_bound(self, points):
+        return self._count
 
     def contains(self, value: Any) -> bool:
         """Whether `value` is one of the options (numbers compared in float32/int32)."""
@@ -912,6 +982,30 @@ class Space:
         """Names of the dynamic dimensions, in insertion order."""
         return tuple(name for name, dim in self._dims.items() if not dim.static)
 
+    @property
+    def size(self) -> int | None:
+        """The number of distinct configurations, or None if any dimension is continuous.
+
+        When every dimension is discrete it is the product of their counts: a
+        `choice` counts its values, a `fixed` 1, `randint(low, high)` high - low. An
+        empty space has 1 configuration. It is an exact Python int, however large
+        (compare it with `MAX_CONFIGURATIONS` before enumerating). The grid sampler
+        enumerates all of them when `points` covers every `randint` range
+        (points[name] >= high - low); choices and fixed values always give all their
+        values.
+
+        Example:
+          >>> import jaxtune as jt
+          >>> jt.Space(a=jt.choice([0.1, 0.2, 0.3]), b=jt.randint(0, 4), c=jt.fixed(1)).size
+          12
+          >>> jt.Space(a=jt.choice([0.1, 0.2]), lr=jt.loguniform(1e-4, 1e-1)).size is None
+          True
+        """
+        counts = [dim._count for dim in self._dims.values()]
+        if any(count is None for count in counts):
+            return None
+        return math.prod(counts)
+
     def __getitem__(self, name: str) -> Dimension:
         try:
             return self._dims[name]
@@ -977,7 +1071,9 @@ class Space:
           dimension varying slowest. `choice` and `fixed` use all their values.
 
         Draws are reproducible for a given seed (and, for Sobol and Halton, scipy
-        version).
+        version). A table holds at most `MAX_CONFIGURATIONS` rows: a larger `n` or
+        grid is refused before anything is allocated. To draw configurations in
+        batches as a search needs them, use `Space.stream`.
 
         Args:
           n: static; the number of configurations, a positive int. For "grid" it is
@@ -990,23 +1086,9 @@ class Space:
         Returns:
           A `Table` with one row per configuration.
         """
-        if not isinstance(sampler, str):
-            raise TypeError(
-                f"`sampler` must be a string, one of {', '.join(map(repr, SAMPLERS))}; "
-                f"got {type(sampler).__name__} {_show(sampler)}."
-            )
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f"`sampler` must be one of {', '.join(map(repr, SAMPLERS))}, "
-                f"got sampler={sampler!r}."
-            )
+        sampler = _sampler_argument(sampler)
         counts = self._point_counts(points)
-        if not _is_integer(seed):
-            raise TypeError(f"`seed` must be a non-negative integer, got {type(seed).__name__} "
-                            f"{_show(seed)}.")
-        if seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got seed={int(seed)}.")
-        seed = int(seed)
+        seed = _seed_argument(seed)
         if sampler == "grid":
             return self._sample_grid(n, counts)
         if n is None:
@@ -1014,6 +1096,11 @@ class Space:
                 f"`n` is required for sampler={sampler!r}: the number of configurations to draw."
             )
         n = _count_argument("n", n)
+        _check_count_limit(
+            "n", n,
+            "draw fewer (a few hundred configurations already cover a space well), or "
+            "draw them in batches as the search needs them with Space.stream(...).ask(n).",
+        )
         columns: dict[str, np.ndarray] = {}
         codes: dict[str, np.ndarray | None] = {}
         if sampler == "random":
@@ -1043,8 +1130,27 @@ class Space:
         count = _count_argument("points", points, hint)
         return {name: count for name in self._dims}
 
-    def _sample_grid(self, n: int | None, counts: dict[str, int]) -> Table:
+    def _grids(self, counts: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Each dimension's grid values (and option indices), sizes checked first."""
+        fix = (
+            "use fewer `points` (an int for every continuous or integer dimension, or a "
+            "mapping name -> int, e.g. points={'learning_rate': 8}), or draw a fixed "
+            "number of configurations with sampler='random' or 'sobol' "
+            "(Space.sample(n, ...), or `trials=` in jaxtune.sweep)."
+        )
+        # A dimension's grid is built only once its own size is known to be allowed.
+        for name, dim in self._dims.items():
+            if dim._grid_bound(counts[name]) > MAX_CONFIGURATIONS:
+                _check_count_limit(f"points[{name!r}]", counts[name], fix)
         grids = {name: dim._grid(counts[name]) for name, dim in self._dims.items()}
+        sizes = [len(values) for values, _ in grids.values()]
+        _check_grid_size(
+            f"sampler='grid' gives {' x '.join(map(str, sizes))}", math.prod(sizes), fix
+        )
+        return grids
+
+    def _sample_grid(self, n: int | None, counts: dict[str, int]) -> Table:
+        grids = self._grids(counts)
         sizes = [len(values) for values, _ in grids.values()]
         total = math.prod(sizes)
         if n is not None:
@@ -1063,6 +1169,28 @@ class Space:
                 columns[name] = values[position]
                 codes[name] = None if value_codes is None else value_codes[position]
         return Table._make(self, columns, codes, total)
+
+    def stream(
+        self,
+        *,
+        sampler: str = "random",
+        seed: int = 0,
+        points: int | Mapping[str, int] = _DEFAULT_POINTS,
+    ) -> ConfigStream:
+        """A deterministic, resumable stream of configurations, for searches that ask for more over time.
+
+        `ConfigStream(self, sampler=..., seed=..., points=...)`; see `ConfigStream`
+        for the rule each sampler follows.
+
+        Example:
+          >>> import jaxtune as jt
+          >>> space = jt.Space(learning_rate=jt.loguniform(1e-4, 1e-1))
+          >>> stream = space.stream(sampler="sobol", seed=0)
+          >>> first, more = stream.ask(3), stream.ask(5)
+          >>> stream.position, len(more)
+          (8, 5)
+        """
+        return ConfigStream(self, sampler=sampler, seed=seed, points=points)
 
     # ---- explicit tables
 
@@ -1190,8 +1318,8 @@ def _suggest_identifier(name: str) -> str:
     return cleaned
 
 
-def _quasi_random(sampler: str, d: int, n: int, seed: int) -> np.ndarray:
-    """n scrambled Sobol or Halton points in [0, 1)^d."""
+def _quasi_random(sampler: str, d: int, n: int, seed: int, start: int = 0) -> np.ndarray:
+    """Points start, ..., start + n - 1 of the scrambled Sobol or Halton sequence in [0, 1)^d."""
     try:
         from scipy.stats import qmc
     except ImportError as error:  # scipy is optional: only these samplers need it
@@ -1211,7 +1339,27 @@ def _quasi_random(sampler: str, d: int, n: int, seed: int) -> np.ndarray:
         warnings.filterwarnings(
             "ignore", message="The balance properties of Sobol", category=UserWarning
         )
+        if start:
+            engine.fast_forward(start)
         return engine.random(n)
+
+
+# Philox4x64 emits its 64-bit words in blocks of four; `advance` counts blocks.
+_PHILOX_BLOCK = 4
+
+
+def _counter_unit(seed: int, start: int, count: int) -> np.ndarray:
+    """Words start, ..., start + count - 1 of Philox(seed) as floats in [0, 1).
+
+    Counter-based, so any stretch costs the same to reach as the first one: the
+    stream jumps to `start` instead of generating the words before it.
+    """
+    bit_generator = np.random.Philox(seed)
+    bit_generator.advance(start // _PHILOX_BLOCK)
+    bit_generator.random_raw(start % _PHILOX_BLOCK)
+    # Generator.random turns each word into a double from its top 53 bits, in C
+    # (random_raw returns the words ~15x slower).
+    return np.random.Generator(bit_generator).random(count)
 
 
 # ------------------------------------------------------------------------------ table
@@ -1229,7 +1377,7 @@ class Table:
       space: the `Space` the table belongs to.
     """
 
-    __slots__ = ("_space", "_n", "_columns", "_codes")
+    __slots__ = ("_codes", "_columns", "_n", "_space")
 
     def __init__(self, space: Space, data: Any, /) -> None:
         if not isinstance(space, Space):
@@ -1383,3 +1531,243 @@ class Table:
 
 def _restore_table(space, columns, codes, n) -> Table:
     return Table._make(space, columns, codes, n)
+
+
+# ----------------------------------------------------------------------------- stream
+
+
+_STATE_KEYS = ("names", "sampler", "seed", "points", "position")
+
+
+class ConfigStream:
+    """A deterministic, resumable stream of configurations: `ask(n)` gives the next n.
+
+    Adaptive searches (successive halving, ASHA, ask/tell optimizers) start
+    configurations over time. A stream hands them out in batches, and the sequence
+    depends only on the space, the sampler, the seed and (for the grid) `points`,
+    never on how it was split into batches: `ask(3)` then `ask(5)` gives the same
+    eight configurations as `ask(8)`.
+
+    Samplers:
+
+    - "random": configuration i is a pure function of (seed, i). Its dimensions,
+      in the space's order, map (with `Dimension.from_unit`) the 64-bit words
+      i*d, ..., i*d + d - 1 of `np.random.Philox(seed)` (d dimensions), each turned
+      into a float in [0, 1) from its top 53 bits. Reaching position i costs
+      nothing (Philox is counter-based). This is *not* the rule of
+      `Space.sample(sampler="random")`, which draws each dimension in turn from one
+      generator, so its rows depend on n; the two give different values for the
+      same seed, drawn from the same distributions.
+    - "sobol", "halton": the scrambled sequence of `Space.sample` continued: the
+      first n configurations are `Space.sample(n, sampler=..., seed=...)`
+      (reproducible for a given scipy version).
+    - "grid": the rows of `Space.sample(sampler="grid", points=...)` in order
+      (grids larger than `MAX_CONFIGURATIONS` are refused, as there). The grid is
+      finite: `ask(n)` gives at most `remaining` rows, like a file's `read(n)`, so
+      an exhausted stream returns an empty table.
+
+    `state_dict()` and `ConfigStream.from_state` checkpoint and resume a stream:
+    the resumed stream continues with exactly the configurations the original
+    would have given.
+
+    Args:
+      space: static; the `Space` to draw from.
+      sampler: static; one of "random", "grid", "sobol", "halton".
+      seed: static; a non-negative int. Unused by "grid".
+      points: static; grid points per continuous or integer dimension, an int or a
+        mapping name -> int (missing names get 5). Used only by "grid".
+      position: static; how many configurations to skip, a non-negative int
+        (at most the grid size for "grid").
+
+    Example:
+      >>> import jaxtune as jt
+      >>> space = jt.Space(lr=jt.loguniform(1e-4, 1e-1), act=jt.choice(["relu", "tanh"]))
+      >>> stream = space.stream(seed=0)
+      >>> batch = stream.ask(4)
+      >>> state = stream.state_dict()            # JSON-able; save it with the checkpoint
+      >>> from jaxtune.space import ConfigStream
+      >>> resumed = ConfigStream.from_state(space, state)
+      >>> resumed.ask(2).to_dict() == stream.ask(2).to_dict()
+      True
+      >>> grid = space.stream(sampler="grid", points=2)
+      >>> grid.remaining, len(grid.ask(3)), len(grid.ask(3)), grid.remaining
+      (4, 3, 1, 0)
+    """
+
+    __slots__ = ("_grids", "_points", "_position", "_sampler", "_seed", "_space", "_total")
+
+    def __init__(
+        self,
+        space: Space,
+        *,
+        sampler: str = "random",
+        seed: int = 0,
+        points: int | Mapping[str, int] = _DEFAULT_POINTS,
+        position: int = 0,
+    ) -> None:
+        if not isinstance(space, Space):
+            raise TypeError(
+                f"`space` must be a Space, got {type(space).__name__}; build one with "
+                "jaxtune.Space(name=dimension, ...)."
+            )
+        self._space = space
+        self._sampler = _sampler_argument(sampler)
+        counts = space._point_counts(points)
+        self._seed = _seed_argument(seed)
+        self._grids: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._total: int | None = None
+        self._points: dict[str, int] | None = None
+        if self._sampler == "grid":
+            self._points = counts
+            self._grids = space._grids(counts)
+            self._total = math.prod(len(values) for values, _ in self._grids.values())
+        self._position = self._position_argument(position)
+
+    def _position_argument(self, position: Any) -> int:
+        if not _is_integer(position):
+            raise TypeError(
+                f"`position` must be a non-negative integer, got {type(position).__name__} "
+                f"{_show(position)}."
+            )
+        if position < 0:
+            raise ValueError(f"`position` must be a non-negative integer, got position={position}.")
+        if self._total is not None and position > self._total:
+            raise ValueError(
+                f"`position` must be at most the grid size {self._total}, got "
+                f"position={position}; the grid has no configuration there (check the "
+                "`points` the stream was built with)."
+            )
+        return int(position)
+
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def sampler(self) -> str:
+        return self._sampler
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def position(self) -> int:
+        """How many configurations the stream has handed out (or skipped) so far."""
+        return self._position
+
+    @property
+    def remaining(self) -> int | None:
+        """How many configurations are left: for "grid" an int, else None (unbounded)."""
+        return None if self._total is None else self._total - self._position
+
+    def ask(self, n: int) -> Table:
+        """The next `n` configurations, and the stream moves past them.
+
+        Args:
+          n: static; a non-negative int, at most `MAX_CONFIGURATIONS` per call.
+
+        Returns:
+          A `Table` of `n` rows; for "grid", of min(n, remaining) rows (empty once
+          the grid is exhausted).
+        """
+        if not _is_integer(n):
+            raise TypeError(f"`n` must be a non-negative integer, got {type(n).__name__} "
+                            f"{_show(n)}.")
+        if n < 0:
+            raise ValueError(f"`n` must be a non-negative integer, got n={int(n)}.")
+        n = int(n)
+        if self._total is not None:
+            n = min(n, self._total - self._position)
+        _check_count_limit("n", n, "ask in smaller batches.")
+        table = self._rows(self._position, n)
+        self._position += n
+        return table
+
+    def _rows(self, start: int, n: int) -> Table:
+        space = self._space
+        dims = space._dims
+        columns: dict[str, np.ndarray] = {}
+        codes: dict[str, np.ndarray | None] = {}
+        if self._grids is not None:
+            sizes = [len(values) for values, _ in self._grids.values()]
+            positions = np.unravel_index(np.arange(start, start + n), sizes) if sizes else ()
+            for (name, (values, value_codes)), position in zip(self._grids.items(), positions):
+                columns[name] = values[position]
+                codes[name] = None if value_codes is None else value_codes[position]
+            return Table._make(space, columns, codes, n)
+        if not dims:
+            return Table._make(space, columns, codes, n)
+        d = len(dims)
+        if self._sampler == "random":
+            unit = _counter_unit(self._seed, start * d, n * d).reshape(n, d)
+        elif n:
+            unit = _quasi_random(self._sampler, d, n, self._seed, start)
+        else:
+            unit = np.empty((0, d))
+        for j, (name, dim) in enumerate(dims.items()):
+            columns[name], codes[name] = dim._map_unit(unit[:, j])
+        return Table._make(space, columns, codes, n)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's state as JSON-able values, for `ConfigStream.from_state`.
+
+        Returns:
+          A new dict with "names" (the space's names, checked on resume),
+          "sampler", "seed", "points" (name -> int for "grid", else None) and
+          "position".
+        """
+        return {
+            "names": list(self._space.names),
+            "sampler": self._sampler,
+            "seed": self._seed,
+            "points": None if self._points is None else dict(self._points),
+            "position": self._position,
+        }
+
+    @classmethod
+    def from_state(cls, space: Space, state: Mapping[str, Any]) -> ConfigStream:
+        """Resumes a stream from `state_dict()`: it continues exactly where that one was.
+
+        Args:
+          space: the same `Space` the saved stream drew from (its names are checked;
+            changing a dimension's range changes the values the stream gives).
+          state: a mapping as returned by `state_dict()` (e.g. after a JSON round trip).
+
+        Returns:
+          A new `ConfigStream` at the saved position.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"`state` must be a mapping from ConfigStream.state_dict(), got "
+                f"{type(state).__name__} {_show(state)}."
+            )
+        missing = [key for key in _STATE_KEYS if key not in state]
+        unknown = [key for key in state if key not in _STATE_KEYS]
+        if missing or unknown:
+            problems = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
+                [f"has unknown {', '.join(map(repr, unknown))}"] if unknown else []
+            )
+            raise ValueError(
+                f"`state` {' and '.join(problems)}; pass the dict ConfigStream.state_dict() "
+                f"returned, with keys {', '.join(map(repr, _STATE_KEYS))}."
+            )
+        if isinstance(space, Space) and list(state["names"]) != list(space.names):
+            raise ValueError(
+                f"`state` was saved from a stream over {list(state['names'])!r}, but `space` "
+                f"has {list(space.names)!r}; resume with the space the stream was built from."
+            )
+        points = state["points"]
+        return cls(
+            space,
+            sampler=state["sampler"],
+            seed=state["seed"],
+            points=_DEFAULT_POINTS if points is None else points,
+            position=state["position"],
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfigStream(sampler={self._sampler!r}, seed={self._seed}, "
+            f"position={self._position}, remaining={self.remaining})"
+        )
