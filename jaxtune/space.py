@@ -4,7 +4,9 @@ A `Space` names the hyperparameters of a sweep and, for each, the set it is draw
 from: a *dimension* (`uniform`, `loguniform`, `randint`, `choice`, `fixed`).
 `Space.sample` draws configurations with a sampler (random, grid, Sobol, Halton)
 and `Space.table` takes configurations you list yourself; both return a `Table`,
-one row per configuration.
+one row per configuration. Adaptive searches that need configurations over time
+ask a `ConfigStream` (`Space.stream`) for them in batches; it can be checkpointed
+and resumed. A table holds at most `MAX_CONFIGURATIONS` rows.
 
 Every dimension is *dynamic* or *static*:
 
@@ -1223,9 +1225,13 @@ class Space:
             columns = self._columns_from_rows(data)
             n = len(data)
         else:
+            hint = (
+                " For a pandas DataFrame pass df.to_dict('list')."
+                if hasattr(data, "to_dict") else ""
+            )
             raise TypeError(
                 "`data` must be a mapping name -> list of values or a list of mappings "
-                f"name -> value, got {type(data).__name__}."
+                f"name -> value, got {type(data).__name__}.{hint}"
             )
         if n == 0:
             raise ValueError("`data` has no configurations; give at least one.")

@@ -13,7 +13,16 @@ from scipy import stats
 from scipy.stats import qmc
 
 import jaxtune as jt
-from jaxtune.space import SAMPLERS, Choice, Fixed, LogUniform, RandInt, Uniform
+import jaxtune.space as space_module
+from jaxtune.space import (
+    SAMPLERS,
+    Choice,
+    ConfigStream,
+    Fixed,
+    LogUniform,
+    RandInt,
+    Uniform,
+)
 
 F32 = np.float32
 
@@ -720,6 +729,12 @@ def test_table_validation_errors():
         space.table([(1e-3, "relu")])
     with pytest.raises(TypeError, match=r"`data` must be a mapping name -> list of values"):
         space.table(5)
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"learning_rate": [1e-3], "act": ["relu"]})
+    with pytest.raises(TypeError, match=r"got DataFrame. For a pandas DataFrame pass "
+                                        r"df.to_dict\('list'\)"):
+        space.table(frame)
+    assert space.table(frame.to_dict("list")).row(0)["act"] == "relu"
     with pytest.raises(TypeError, match=r"`space` must be a Space"):
         jt.Table({"a": jt.fixed(1)}, {"a": [1]})
 
@@ -741,3 +756,257 @@ def test_table_pickle_round_trip_stays_read_only():
     assert copy.to_dict() == table.to_dict() and copy.space == table.space
     assert not copy.columns["learning_rate"].flags.writeable
     assert [g for g, _ in copy.static_groups()] == [g for g, _ in table.static_groups()]
+
+
+# ------------------------------------------------------------------- size limits
+
+
+def test_huge_grid_is_refused_with_the_product_before_allocating():
+    space = jt.Space(**{f"x{i}": jt.uniform(0.0, 1.0) for i in range(10)})
+    product = " x ".join(["10"] * 10)
+    with pytest.raises(ValueError, match=rf"sampler='grid' gives {product} = 10,000,000,000 "
+                                         r"configurations, more than MAX_CONFIGURATIONS = "
+                                         r"10,000,000 .*use fewer `points`.*sampler='random'"):
+        space.sample(sampler="grid", points=10)
+    with pytest.raises(ValueError, match=r"`points\['x0'\]` must be at most MAX_CONFIGURATIONS "
+                                         r"= 10,000,000 .*got points\['x0'\]=10,000,000,000"):
+        space.sample(sampler="grid", points={"x0": 10**10})
+    with pytest.raises(ValueError, match=r"sampler='grid' gives 10 x 10"):
+        space.stream(sampler="grid", points=10)
+
+
+def test_huge_n_is_refused_before_drawing():
+    space = make_space()
+    for sampler in ("random", "sobol", "halton"):
+        with pytest.raises(ValueError, match=r"`n` must be at most MAX_CONFIGURATIONS = "
+                                             r"10,000,000 .*got n=10,000,000,000; draw fewer"):
+            space.sample(10**10, sampler=sampler)
+    with pytest.raises(ValueError, match=r"`n` must be at most MAX_CONFIGURATIONS.*draw fewer"):
+        jt.uniform(0.0, 1.0).sample(rng(), 10**10)
+    with pytest.raises(ValueError, match=r"`points` must be at most MAX_CONFIGURATIONS.*got "
+                                         r"points=1,000,000,000; use fewer points"):
+        jt.uniform(0.0, 1.0).grid(10**9)
+    with pytest.raises(ValueError, match=r"`n` must be at most MAX_CONFIGURATIONS.*ask in smaller"):
+        space.stream().ask(10**10)
+
+
+def test_discrete_grids_ignore_huge_points():
+    # An integer range or a choice has few values, whatever `points` asks for.
+    np.testing.assert_array_equal(jt.randint(0, 3).grid(10**12), np.array([0, 1, 2], np.int32))
+    assert jt.choice(["a", "b"]).grid(10**12).tolist() == ["a", "b"]
+    space = jt.Space(a=jt.randint(0, 4), b=jt.choice([0.1, 0.2]))
+    assert len(space.sample(sampler="grid", points=10**12)) == 8
+
+
+def test_size_limit_is_exact_at_the_boundary(monkeypatch):
+    monkeypatch.setattr(space_module, "MAX_CONFIGURATIONS", 12)
+    space = jt.Space(a=jt.uniform(0.0, 1.0), b=jt.randint(0, 4))
+    assert len(space.sample(sampler="grid", points={"a": 3, "b": 4})) == 12
+    with pytest.raises(ValueError, match=r"gives 4 x 4 = 16 configurations, more than "
+                                         r"MAX_CONFIGURATIONS = 12"):
+        space.sample(sampler="grid", points=4)
+    with pytest.raises(ValueError, match=r"`points\['a'\]` must be at most MAX_CONFIGURATIONS "
+                                         r"= 12 .*got points\['a'\]=13"):
+        space.sample(sampler="grid", points={"a": 13, "b": 1})
+    assert len(space.sample(12)) == 12
+    with pytest.raises(ValueError, match=r"got n=13"):
+        space.sample(13)
+    stream = space.stream()
+    assert len(stream.ask(12)) == 12 and len(stream.ask(12)) == 12  # the limit is per batch
+    with pytest.raises(ValueError, match=r"got n=13"):
+        stream.ask(13)
+
+
+# ----------------------------------------------------------------------- Space.size
+
+
+def test_size_counts_discrete_configurations():
+    space = jt.Space(a=jt.choice([0.1, 0.2, 0.3]), b=jt.randint(5, 9), c=jt.fixed("k"),
+                     d=jt.choice(["x", "y"]))
+    assert space.size == 3 * 4 * 1 * 2
+    # The grid enumerates exactly that many when `points` covers the integer range.
+    table = space.sample(sampler="grid", points={"b": 4})
+    assert len(table) == space.size
+    assert len({tuple(row.values()) for row in table.rows()}) == space.size
+    assert jt.Space().size == 1
+    assert jt.Space(a=jt.choice([1, 2]), b=jt.uniform(0.0, 1.0)).size is None
+    assert jt.Space(b=jt.loguniform(1e-4, 1.0)).size is None
+    big = jt.Space(**{f"x{i}": jt.randint(0, 1000) for i in range(20)})
+    assert big.size == 1000**20 and type(big.size) is int  # exact, no overflow
+
+
+# ----------------------------------------------------------------------- ConfigStream
+
+
+def stream_space():
+    return jt.Space(
+        a=jt.uniform(-1.0, 3.0),
+        b=jt.randint(0, 7),
+        c=jt.choice(["x", "y", "z"]),
+        d=jt.fixed(0.5),
+        e=jt.loguniform(1e-4, 1e-1),
+    )
+
+
+def assert_tables_equal(left, right):
+    assert len(left) == len(right)
+    assert left.to_dict() == right.to_dict()
+    for name in left.names:
+        np.testing.assert_array_equal(left.columns[name], right.columns[name])
+        assert left.columns[name].dtype == right.columns[name].dtype
+
+
+def concat(space, tables):
+    rows = [row for table in tables for row in table.rows()]
+    return space.table(rows)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_stream_batches_do_not_change_the_sequence(sampler):
+    space = stream_space()
+    whole = space.stream(sampler=sampler, seed=4, points=2).ask(20)
+    stream = space.stream(sampler=sampler, seed=4, points=2)
+    parts = [stream.ask(k) for k in (3, 0, 1, 9, 7)]
+    assert [len(p) for p in parts] == [3, 0, 1, 9, 7] and stream.position == 20
+    assert_tables_equal(concat(space, parts), whole)
+    skipped = ConfigStream(space, sampler=sampler, seed=4, points=2, position=13)
+    assert_tables_equal(skipped.ask(7), whole.take(range(13, 20)))
+
+
+@pytest.mark.parametrize("sampler", ["sobol", "halton"])
+@pytest.mark.parametrize("a, b", [(3, 5), (1, 16), (8, 8)])
+def test_quasi_random_stream_continues_the_sample(sampler, a, b):
+    space = stream_space()
+    stream = space.stream(sampler=sampler, seed=9)
+    first, second = stream.ask(a), stream.ask(b)
+    expected = space.sample(a + b, sampler=sampler, seed=9)
+    assert_tables_equal(first, expected.take(range(a)))
+    assert_tables_equal(second, expected.take(range(a, a + b)))
+
+
+def test_random_stream_matches_counter_based_reference():
+    # Configuration i maps words i*d ... i*d + d - 1 of Philox(seed), top 53 bits.
+    space = jt.Space(a=jt.uniform(2.0, 6.0), c=jt.choice(["p", "q", "r", "s"]), k=jt.randint(0, 10))
+    seed, n, d = 21, 50, 3
+    words = np.random.Philox(seed).random_raw(n * d).reshape(n, d)
+    u = (words >> np.uint64(11)).astype(np.float64) / 2.0**53
+    table = space.stream(seed=seed).ask(n)
+    np.testing.assert_array_equal(table.columns["a"], (2.0 + 4.0 * u[:, 0]).astype(np.float32))
+    assert table.columns["c"].tolist() == [["p", "q", "r", "s"][int(4 * x)] for x in u[:, 1]]
+    np.testing.assert_array_equal(table.columns["k"], np.floor(10 * u[:, 2]).astype(np.int32))
+
+
+def test_random_stream_is_seeded_in_range_and_uniform():
+    space = jt.Space(lr=jt.loguniform(1e-4, 1e-1), w=jt.randint(0, 5))
+    table = space.stream(seed=0).ask(4000)
+    assert table.to_dict() == space.stream(seed=0).ask(4000).to_dict()
+    assert table.to_dict() != space.stream(seed=1).ask(4000).to_dict()
+    lr = table.columns["lr"]
+    assert lr.dtype == np.float32 and lr.min() >= F32(1e-4) and lr.max() < F32(1e-1)
+    logs = np.log(lr.astype(np.float64))
+    p = stats.kstest(logs, "uniform", args=(math.log(1e-4), math.log(1e3))).pvalue
+    assert p > 0.01
+    assert sorted(set(table.columns["w"].tolist())) == [0, 1, 2, 3, 4]
+    # Consecutive configurations are not correlated (each takes its own words).
+    assert abs(np.corrcoef(logs[:-1], logs[1:])[0, 1]) < 0.1
+
+
+def test_grid_stream_walks_the_grid_then_runs_dry():
+    space = jt.Space(a=jt.uniform(0.0, 1.0), b=jt.choice(["x", "y"]))
+    grid = space.sample(sampler="grid", points=3)
+    stream = space.stream(sampler="grid", points=3)
+    assert stream.remaining == 6 and stream.position == 0
+    assert_tables_equal(stream.ask(4), grid.take(range(4)))
+    assert stream.remaining == 2
+    last = stream.ask(5)  # like read(n): what is left
+    assert_tables_equal(last, grid.take([4, 5]))
+    assert stream.remaining == 0 and stream.position == 6
+    empty = stream.ask(3)
+    assert len(empty) == 0 and empty.to_dict() == {"a": [], "b": []}
+    assert stream.position == 6
+    assert space.stream().remaining is None and space.stream(sampler="sobol").remaining is None
+
+
+def test_stream_of_an_empty_space():
+    for sampler in SAMPLERS:
+        stream = jt.Space().stream(sampler=sampler)
+        assert stream.ask(2).rows() == ([{}] if sampler == "grid" else [{}, {}])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_stream_resumes_from_json_state(sampler):
+    import json
+
+    space = stream_space()
+    uninterrupted = space.stream(sampler=sampler, seed=3, points={"a": 3})
+    expected = [uninterrupted.ask(k) for k in (5, 4, 6)]
+
+    stream = space.stream(sampler=sampler, seed=3, points={"a": 3})
+    first = stream.ask(5)
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state["position"] == 5 and state["sampler"] == sampler
+    resumed = ConfigStream.from_state(space, state)
+    assert resumed.position == 5 and resumed.remaining == stream.remaining
+    assert_tables_equal(first, expected[0])
+    assert_tables_equal(resumed.ask(4), expected[1])
+    assert_tables_equal(resumed.ask(6), expected[2])
+    assert stream.position == 5  # the saved stream is unaffected
+    copy = pickle.loads(pickle.dumps(stream))
+    assert_tables_equal(copy.ask(4), expected[1])
+
+
+def test_stream_state_is_a_fresh_dict():
+    stream = jt.Space(a=jt.uniform(0.0, 1.0)).stream(sampler="grid", points=4)
+    state = stream.state_dict()
+    assert state == {"names": ["a"], "sampler": "grid", "seed": 0, "points": {"a": 4},
+                     "position": 0}
+    state["position"] = 3
+    assert stream.position == 0
+
+
+def test_from_state_errors():
+    space = stream_space()
+    state = space.stream(sampler="grid", points=2).state_dict()
+    with pytest.raises(ValueError, match=r"`state` was saved from a stream over \['a', 'b', "
+                                         r"'c', 'd', 'e'\], but `space` has \['a'\]; resume"):
+        ConfigStream.from_state(jt.Space(a=jt.uniform(0, 1)), state)
+    with pytest.raises(ValueError, match=r"`state` missing 'position' and has unknown 'pos'; "
+                                         r"pass the dict ConfigStream.state_dict\(\) returned"):
+        ConfigStream.from_state(space, {**{k: v for k, v in state.items()
+                                              if k != "position"}, "pos": 1})
+    with pytest.raises(TypeError, match=r"`state` must be a mapping from "
+                                        r"ConfigStream.state_dict\(\), got list"):
+        ConfigStream.from_state(space, [1, 2])
+    with pytest.raises(ValueError, match=r"`position` must be at most the grid size 24, got "
+                                         r"position=25"):
+        ConfigStream.from_state(space, {**state, "position": 25})
+    with pytest.raises(ValueError, match=r"`sampler` must be one of"):
+        ConfigStream.from_state(space, {**state, "sampler": "latin"})
+
+
+def test_stream_argument_errors():
+    space = stream_space()
+    stream = space.stream()
+    with pytest.raises(ValueError, match=r"`n` must be a non-negative integer, got n=-1"):
+        stream.ask(-1)
+    with pytest.raises(TypeError, match=r"`n` must be a non-negative integer, got float 2.0"):
+        stream.ask(2.0)
+    with pytest.raises(TypeError, match=r"`n` must be a non-negative integer, got bool True"):
+        stream.ask(True)
+    assert stream.position == 0
+    with pytest.raises(ValueError, match=r"`sampler` must be one of 'random', 'grid', 'sobol', "
+                                         r"'halton', got sampler='latin'"):
+        space.stream(sampler="latin")
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative integer, got seed=-2"):
+        space.stream(seed=-2)
+    with pytest.raises(TypeError, match=r"`seed` must be a non-negative integer, got bool"):
+        space.stream(seed=True)
+    with pytest.raises(ValueError, match=r"`points` must be a positive integer, got points=0"):
+        space.stream(sampler="grid", points=0)
+    with pytest.raises(TypeError, match=r"`space` must be a Space, got dict"):
+        ConfigStream({"a": jt.fixed(1)})
+    with pytest.raises(ValueError, match=r"`position` must be a non-negative integer, got "
+                                         r"position=-1"):
+        ConfigStream(space, position=-1)
+    with pytest.raises(TypeError, match=r"`position` must be a non-negative integer, got str"):
+        ConfigStream(space, position="3")
