@@ -40,6 +40,7 @@ from .transforms import (
 from .space import (
     Dimension as Dimension,
     Space as Space,
+    ConfigStream as ConfigStream,
     Table as Table,
     choice as choice,
     fixed as fixed,
@@ -56,6 +57,21 @@ from .population import (
     PopulationState as PopulationState,
     Trainer as Trainer,
 )
+
+# The runner and its strategies: decisions at record points.
+from .runner import (
+    Search as Search,
+    SweepInterrupted as SweepInterrupted,
+)
+from .strategies import (
+    Decision as Decision,
+    MedianStopping as MedianStopping,
+    Report as Report,
+    Strategy as Strategy,
+)
+
+# Compiled programs, cached for the process and (optionally) on disk.
+from .devices import enable_compilation_cache as enable_compilation_cache
 
 # The one call.
 from .sweep import sweep as sweep
@@ -112,6 +128,7 @@ __all__ = [
     "reduce_on_plateau",
     "Dimension",
     "Space",
+    "ConfigStream",
     "Table",
     "choice",
     "fixed",
@@ -121,6 +138,13 @@ __all__ = [
     "use_cpu_devices",
     "PopulationState",
     "Trainer",
+    "Search",
+    "SweepInterrupted",
+    "Decision",
+    "MedianStopping",
+    "Report",
+    "Strategy",
+    "enable_compilation_cache",
     "sweep",
     "BestConfig",
     "SweepResult",

@@ -88,3 +88,38 @@ def check_in_range(
 
 def _hint(hint: str) -> str:
     return f" {hint}" if hint else ""
+
+
+def positive_int(name: str, value: Any, hint: str = "") -> int:
+    """`value` as an int; TypeError unless it is an integer, ValueError unless it is >= 1."""
+    return _int(name, value, 1, "a positive int", hint)
+
+
+def nonnegative_int(name: str, value: Any, hint: str = "") -> int:
+    """`value` as an int; TypeError unless it is an integer, ValueError unless it is >= 0."""
+    return _int(name, value, 0, "a non-negative int", hint)
+
+
+def _int(name: str, value: Any, minimum: int, what: str, hint: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"`{name}` must be {what}, got {type(value).__name__} {value!r}.{_hint(hint)}"
+        )
+    if value < minimum:
+        raise ValueError(f"`{name}` must be {what}, got {name}={int(value)}.{_hint(hint)}")
+    return int(value)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """`value` if it is a bool; TypeError otherwise (a string such as "no" is not False)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} {value!r}.")
+    return bool(value)
+
+
+def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    """`value` if it is one of `allowed`; ValueError naming the choices otherwise."""
+    if not isinstance(value, str | int | float | type(None)) or value not in allowed:
+        shown = ", ".join(map(repr, allowed))
+        raise ValueError(f"`{name}` must be one of {shown}, got {name}={value!r}.")
+    return value

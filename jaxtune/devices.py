@@ -72,3 +72,28 @@ def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
                 f"{type(device).__name__} {device!r}."
             )
     return Mesh(np.array(devices), (MEMBER_AXIS,))
+
+
+def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str:
+    """Keeps compiled programs on disk, so a new process skips compiling them again.
+
+    Within one process jaxtune already compiles each program once; this turns on
+    JAX's persistent compilation cache for the next processes (a rerun of a script,
+    a restarted notebook kernel). Every program is cached, however fast it compiled.
+
+    Args:
+      directory: where to keep the cache (default: `$JAXTUNE_CACHE_DIR`, else
+        `~/.cache/jaxtune/xla`).
+
+    Returns:
+      The directory used.
+    """
+    if directory is None:
+        directory = os.environ.get("JAXTUNE_CACHE_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "jaxtune", "xla")
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory

@@ -1,16 +1,16 @@
 """`sweep`: sample a search space, train every configuration x seed, return results.
 
-The one call on top of `Trainer`. Each static group of the space (an optimizer
-name, a layer width ...) is one compiled program; inside a group the members run
-in slices of `members_per_slice`, each slice `jit(shard_map(vmap(scan)))` over the
-local devices, and Python regains control only every `eval_every` steps to
-evaluate, record curves and draw progress.
+The one call on top of the runner. It checks every argument before anything
+compiles, draws the configurations, plans the slices against the devices' memory,
+and hands the loop to `Runner` with a strategy (the plain full-budget sweep unless
+one is given). Each static group of the space (an optimizer name, a layer width
+...) is one compiled program; Python regains control only at record points.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,9 +18,19 @@ import jax
 import numpy as np
 import optax
 
-from jaxtune.population import PopulationState, Trainer, default_eval_every
-from jaxtune.results import SweepResult, guess_mode
-from jaxtune.space import Space, Table
+from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
+from jaxtune.checkpoint import Checkpointer
+from jaxtune.population import (
+    Trainer,
+    check_finite_leaves,
+    default_eval_every,
+    is_init_function,
+    leading_length,
+)
+from jaxtune.results import SweepResult, _check_names, guess_mode
+from jaxtune.runner import Runner, plan_slices
+from jaxtune.space import ConfigStream, Space, Table
+from jaxtune.strategies.base import Strategy
 
 # Members per device per slice on a CPU. One core runs one slice's vmapped step:
 # too narrow wastes the vectorisation, too wide grows compile time and cache
@@ -28,41 +38,9 @@ from jaxtune.space import Space, Table
 # (1 device, N=32: 1 -> 2,837, 4 -> 3,491, 16 -> 4,014, 32 -> 3,995 member-steps/s).
 CPU_MEMBERS_PER_DEVICE = 16
 
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be a positive int, got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {name}={value}.")
-    return int(value)
-
-
-def auto_members_per_slice(members: int, devices: Sequence[jax.Device]) -> int:
-    """Slice size: the whole population on accelerators, a few members per core on CPU."""
-    devices = list(devices)
-    whole = _round_up(members, len(devices))
-    if devices[0].platform == "cpu":
-        return min(whole, CPU_MEMBERS_PER_DEVICE * len(devices))
-    return whole
-
-
-def _round_up(count: int, multiple: int) -> int:
-    return math.ceil(count / multiple) * multiple
-
-
-def _progress_bar(enabled: bool, total: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    try:  # notebook widgets when they can be drawn; tqdm.auto warns when they cannot
-        import ipywidgets  # noqa: F401
-        from tqdm.auto import tqdm
-    except ImportError:
-        pass
-    return tqdm(total=total, unit="step", desc="sweep", leave=True)
+# Columns of the result tables that no hyperparameter or metric may shadow.
+_RESERVED = ("member", "trial", "seed", "step", "train_loss", "diverged", "diverged_step",
+             "n_seeds", "n_diverged", "status", "steps_trained")
 
 
 def sweep(
@@ -85,8 +63,12 @@ def sweep(
     eval_every: int | None = None,
     metric: str | None = None,
     mode: str | None = None,
+    strategy: Strategy | None = None,
     members_per_slice: int | None = None,
+    members_in_flight: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
     record_step_loss: bool = False,
     keep_params: bool = True,
     progress: bool = True,
@@ -114,14 +96,18 @@ def sweep(
       init_params: initial parameters shared by every member, or `init_fn(key,
         **hparams) -> params`, called once per seed.
       make_optimizer: `make_optimizer(**hparams) -> optax.GradientTransformation`,
-        built inside the traced step from each member's hyperparameters.
+        built inside the traced step from each member's hyperparameters. Its
+        `update` gets the minibatch loss as `value=` when it takes extra arguments
+        (so `reduce_on_plateau` works).
       space: the `Space` to search.
       data: a pytree of training arrays with a common leading example axis.
       batch_size: static; examples per step. Members with the same seed see the
         same minibatches, drawn without replacement within an epoch.
-      steps: static; optimizer steps per member.
+      steps: static; the budget: optimizer steps per member.
       trials: number of configurations for the "random", "sobol" and "halton"
-        samplers; for "grid", None (the whole product) or the product's size.
+        samplers; for "grid", None (the whole product) or the product's size. When
+        every dimension is a `choice`, `fixed` or `randint`, None means the whole
+        product for every sampler.
       sampler: "random", "grid", "sobol" or "halton".
       grid_points: points per continuous dimension for the grid sampler (an int,
         or a dict from dimension name to int).
@@ -130,68 +116,105 @@ def sweep(
       seeds: static; seeds per configuration (members = configurations x seeds).
       seed: the root of all randomness: sampling, initialisation, minibatches.
       eval_fn: `eval_fn(params, eval_data, **hparams)` returning a scalar or a dict
-        of scalars, run on every member every `eval_every` steps. Defaults to the
-        loss on `eval_data` ("eval_loss") when `eval_data` is given.
+        of scalars, run on every member at every record point. Defaults to the loss
+        on `eval_data` ("eval_loss") when `eval_data` is given.
       eval_data: validation data, passed whole to `eval_fn`.
-      eval_every: static; steps per chunk between records (default: about ten
-        records, dividing `steps` when possible).
+      eval_every: static; steps between record points (default: about ten records,
+        dividing `steps` when possible). Strategies decide at record points.
       metric: the metric that ranks configurations (default: the first eval metric,
         else "train_loss").
       mode: "min" or "max" (default: judged from the metric's name, e.g. "min" for
         names with "loss" or "error", "max" for "accuracy" or "f1"; an error if
         the name does not tell).
-      members_per_slice: static; members trained at once per compiled call (default:
-        all on accelerators, 16 per device on CPU). Results do not depend on it.
+      strategy: a `jt.Strategy` deciding at every record point (stop, copy, start
+        new configurations), e.g. `jt.MedianStopping()`; default: train every
+        configuration to the full budget.
+      members_per_slice: static; members trained by one compiled call (default: all
+        of them on accelerators, as memory allows; 16 per device on CPU). A
+        member's result does not depend on it up to floating-point reassociation
+        (XLA may vectorise a batch of 16 and one of 32 differently: expect ~1e-6
+        relative differences, growing with steps under adaptive optimizers).
+      members_in_flight: members on the devices at once (default: two slices, as
+        memory allows); the rest wait their turn, so peak memory follows this, not
+        the population.
       devices: devices to shard the members over (default: all local devices).
+      checkpoint_dir: a directory to checkpoint into at record points; called again
+        with the same arguments, the sweep resumes from the last checkpoint and
+        returns exactly the result of an uninterrupted run. Ctrl-C stops at the
+        next record point and raises `jt.SweepInterrupted` with the partial result.
+      checkpoint_every: write the checkpoint every this many rounds of record points.
       record_step_loss: also keep the training loss of every step.
       keep_params: keep every member's final parameters in the result.
       progress: draw a progress bar (tqdm) when tqdm is installed.
 
     Returns:
-      A `SweepResult`: hyperparameter table, curves, final metrics, divergence
-      flags, the best configuration, pandas export, plots, save/load.
+      A `SweepResult`: hyperparameter table, curves, per-member status, final
+      metrics, divergence flags, the best configuration, pandas export, plots,
+      save/load.
     """
-    start_time = time.perf_counter()
     if not isinstance(space, Space):
         raise TypeError(
             f"`space` must be a jaxtune.Space, got {type(space).__name__}; build one with "
             "jt.Space(learning_rate=jt.loguniform(1e-4, 1e-1), ...)."
         )
-    steps = _positive_int("steps", steps)
-    seeds = _positive_int("seeds", seeds)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an int, got {type(seed).__name__} {seed!r}.")
-    eval_every = default_eval_every(steps) if eval_every is None else _positive_int("eval_every", eval_every)
+    steps = positive_int("steps", steps)
+    seeds = positive_int("seeds", seeds)
+    seed = nonnegative_int("seed", seed)
+    eval_every = default_eval_every(steps) if eval_every is None else positive_int(
+        "eval_every", eval_every)
     if eval_every > steps:
         raise ValueError(f"`eval_every` must be at most `steps`={steps}, got eval_every={eval_every}.")
     if members_per_slice is not None:
-        members_per_slice = _positive_int("members_per_slice", members_per_slice)
-    if mode is not None and mode not in ("min", "max"):
-        raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
+        members_per_slice = positive_int("members_per_slice", members_per_slice)
+    if members_in_flight is not None:
+        members_in_flight = positive_int("members_in_flight", members_in_flight)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    if mode is not None:
+        one_of("mode", mode, ("min", "max"))
+    record_step_loss = boolean("record_step_loss", record_step_loss)
+    keep_params = boolean("keep_params", keep_params)
+    progress = boolean("progress", progress)
+    strategy = Strategy() if strategy is None else strategy
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"`strategy` must be a jt.Strategy (e.g. jt.MedianStopping()), got "
+                        f"{type(strategy).__name__}.")
+    _check_data(data, eval_data, init_params)
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
+    _check_names({name: None for name in space.names}, {})
+    stream = None if configs is not None or sampler == "grid" else ConfigStream(
+        space, sampler=sampler, seed=seed, points=grid_points, position=len(table))
 
-    num_trials = len(table)
-    members = num_trials * seeds
-    member_trial = np.repeat(np.arange(num_trials), seeds)
-    member_seed = np.tile(np.arange(seeds), num_trials)
-    member_table = table.take(member_trial)
-    dynamic = member_table.dynamic()
+    shared: dict[str, Any] = {}
 
-    groups = []
-    for static_values, trial_rows in table.static_groups():
+    def make_trainer(static: Mapping[str, Any]) -> Trainer:
         trainer = Trainer(
-            loss_fn, make_optimizer, init_params=init_params, data=data, batch_size=batch_size,
-            eval_fn=eval_fn, eval_data=eval_data, static_hparams=static_values,
+            loss_fn, make_optimizer, init_params=init_params,
+            data=shared.get("data", data), batch_size=batch_size, eval_fn=eval_fn,
+            eval_data=shared.get("eval_data", eval_data), static_hparams=static,
             num_seeds=seeds, key=seed, devices=devices,
         )
-        data, eval_data = trainer.data, trainer.eval_data  # one device copy for all groups
-        rows = (np.asarray(trial_rows)[:, None] * seeds + np.arange(seeds)).reshape(-1)
-        # Names, loss shape and eval_fn, checked abstractly before anything compiles.
-        trainer.validate({k: v[rows[:1]] for k, v in dynamic.items()})
-        groups.append((trainer, rows))
+        shared.update(data=trainer.data, eval_data=trainer.eval_data)  # one device copy
+        return trainer
 
-    eval_names = groups[0][0].eval_names
+    # Every static group's functions, checked abstractly before anything compiles.
+    probes = {}
+    for static, rows in table.static_groups():
+        trainer = make_trainer(static)
+        one = {k: v[rows[:1]] for k, v in table.dynamic().items()}
+        probes[trainer] = one
+        names = trainer.eval_names(one)
+        first_trainer, first_one = next(iter(probes.items()))
+        if names != first_trainer.eval_names(first_one):
+            raise ValueError(f"`eval_fn` returns different metrics for static group {static}: "
+                             f"{names}; return the same keys for every configuration.")
+    first_trainer, first_hparams = next(iter(probes.items()))
+    eval_names = first_trainer.eval_names(first_hparams)
+    for name in eval_names:
+        if name in _RESERVED:
+            raise ValueError(f"`eval_fn` returns a metric named {name!r}, which is a column of "
+                             "the result tables; rename it (e.g. 'eval_loss').")
+    _check_names({name: None for name in space.names}, dict.fromkeys(eval_names))
     metric_names = ("train_loss", *eval_names)
     metric = metric_names[1] if metric is None and len(metric_names) > 1 else metric or "train_loss"
     if metric not in metric_names:
@@ -200,82 +223,51 @@ def sweep(
         )
     mode = mode or guess_mode(metric)
 
-    # Slices: equal shapes within a group (the last one padded with copies), so
-    # each group compiles its programs once.
-    slices = []
-    for trainer, rows in groups:
-        size = members_per_slice or auto_members_per_slice(len(rows), trainer.mesh.devices.flat)
-        size = _round_up(min(size, len(rows)), trainer.num_devices)
-        for begin in range(0, len(rows), size):
-            chunk = rows[begin:begin + size]
-            padded = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk))])
-            state = trainer.init(
-                {k: v[padded] for k, v in dynamic.items()}, member_seed[padded]
-            )
-            slices.append((trainer, chunk, state))
-
-    chunk_lengths = [eval_every] * (steps // eval_every) + ([steps % eval_every] if steps % eval_every else [])
-    record_steps = np.cumsum(chunk_lengths)
-    train_loss = np.full((members, len(chunk_lengths)), np.nan, np.float32)
-    metrics = {name: np.full((members, len(chunk_lengths)), np.nan, np.float32) for name in eval_names}
-    step_loss = np.full((members, steps), np.nan, np.float32) if record_step_loss else None
-
-    bar = _progress_bar(progress, steps)
-    try:
-        for c, length in enumerate(chunk_lengths):
-            begin_step = int(record_steps[c] - length)
-            pending = []  # dispatch every slice before reading any back: no idle gaps
-            for i, (trainer, rows, state) in enumerate(slices):
-                state, losses = trainer.train(state, length)
-                slices[i] = (trainer, rows, state)
-                pending.append((rows, losses, trainer.evaluate(state) if eval_names else {}))
-            for rows, losses, evaluated in pending:
-                losses = np.asarray(losses)[: len(rows)]
-                train_loss[rows, c] = losses.mean(axis=1)
-                if step_loss is not None:
-                    step_loss[rows, begin_step:begin_step + length] = losses
-                for name, values in evaluated.items():
-                    metrics[name][rows, c] = np.asarray(values)[: len(rows)]
-            if bar is not None:
-                current = (train_loss if metric == "train_loss" else metrics[metric])[:, c]
-                current = current[np.isfinite(current)]
-                best = (current.min() if mode == "min" else current.max()) if current.size else np.nan
-                bar.set_postfix({f"best {metric}": f"{best:.4g}"})
-                bar.update(length)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    diverged = np.zeros(members, bool)
-    diverged_step = np.full(members, -1, np.int32)
-    for trainer, rows, state in slices:
-        diverged[rows] = ~np.asarray(state.alive)[: len(rows)]
-        diverged_step[rows] = np.asarray(state.diverged_step)[: len(rows)]
-
-    total = time.perf_counter() - start_time
-    compile_s = sum(trainer.compile_seconds for trainer, _ in groups)
-    timing = {
-        "compile_s": compile_s,
-        "run_s": total - compile_s,
-        "total_s": total,
-        "compiles": float(sum(trainer.compiles for trainer, _ in groups)),
-        "member_steps_per_s": members * steps / max(total - compile_s, 1e-9),
-    }
-    return SweepResult(
-        hparams=dict(member_table.columns),
-        trial=member_trial,
-        seed=member_seed,
-        steps=record_steps.astype(np.int64),
-        train_loss=train_loss,
-        metrics=metrics,
-        diverged=diverged,
-        diverged_step=diverged_step,
-        metric=metric,
-        mode=mode,
-        params=_gather_params(slices) if keep_params else None,
-        timing=timing,
-        step_loss=step_loss,
+    member_bytes = max(t.member_bytes(h) for t, h in probes.items())
+    required = None  # known after the strategy's setup, which needs the runner's view
+    runner_options = dict(
+        make_trainer=make_trainer, space=space, configurations=table,
+        ask=stream, strategy=strategy, seeds=seeds, steps=steps, eval_every=eval_every,
+        metric=metric, mode=mode, eval_names=eval_names, record_step_loss=record_step_loss,
+        keep_params=keep_params, progress=progress, checkpoint_every=checkpoint_every,
     )
+    runner = Runner(members_per_slice=1, members_in_flight=1, **runner_options)
+    strategy.setup(runner.search)
+    required = strategy.members_in_flight(runner.search)
+    size, in_flight = plan_slices(
+        len(table) * seeds, list(first_trainer.mesh.devices.flat), member_bytes,
+        members_per_slice, members_in_flight, required, CPU_MEMBERS_PER_DEVICE)
+    runner.members_per_slice, runner.members_in_flight = size, in_flight
+    if checkpoint_dir is not None:
+        runner.checkpoint = Checkpointer(checkpoint_dir, _fingerprint(
+            loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
+            batch_size=batch_size, steps=steps, seeds=seeds, seed=seed, eval_every=eval_every,
+            sampler=sampler, strategy=repr(strategy), metric=metric, mode=mode,
+            members_per_slice=size, members_in_flight=in_flight,
+            devices=first_trainer.num_devices, keep_params=keep_params,
+            record_step_loss=record_step_loss))
+    return runner.run()
+
+
+def _check_data(data: Any, eval_data: Any, init_params: Any) -> None:
+    """Data and initial parameters: numeric arrays without NaN, before anything compiles."""
+    if callable(data) or _is_iterator(data):
+        raise TypeError(
+            f"`data` must be a pytree of arrays with a leading example axis, e.g. "
+            f"`data=(x_train, y_train)`; got {type(data).__name__}."
+        )
+    leading_length("data", data)
+    check_finite_leaves("data", data)
+    if eval_data is not None:
+        leading_length("eval_data", eval_data)
+        check_finite_leaves("eval_data", eval_data)
+    if not is_init_function(init_params) and init_params is not None:
+        check_finite_leaves("init_params", init_params)
+
+
+def _is_iterator(value: Any) -> bool:
+    return hasattr(value, "__next__") or (hasattr(value, "__iter__") and not isinstance(
+        value, tuple | list | dict | np.ndarray | jax.Array))
 
 
 def _configurations(space: Space, configs, sampler, trials, grid_points, seed) -> Table:
@@ -283,29 +275,39 @@ def _configurations(space: Space, configs, sampler, trials, grid_points, seed) -
         if trials is not None:
             raise ValueError("pass either `configs` or `trials`, not both.")
         return space.table(configs)
+    one_of("sampler", sampler, ("random", "grid", "sobol", "halton"))
     if sampler == "grid":
         return space.sample(trials, sampler="grid", points=grid_points, seed=seed)
     if not space.names:
         return space.sample(1, sampler=sampler, seed=seed)
     if trials is None:
+        if space.size is not None:  # every dimension discrete: the whole product
+            return space.sample(sampler="grid", points=max(space.size, 1), seed=seed)
         raise ValueError(
             f"`trials` is required with sampler={sampler!r}: how many configurations to draw "
             "(e.g. trials=32); or use sampler='grid'."
         )
-    return space.sample(_positive_int("trials", trials), sampler=sampler, seed=seed)
+    return space.sample(positive_int("trials", trials), sampler=sampler, seed=seed)
 
 
-def _gather_params(slices: list[tuple[Trainer, np.ndarray, PopulationState]]):
-    """Every member's final params as one pytree [members, ...], or None.
+def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
+                 **settings) -> dict[str, Any]:
+    """What identifies a sweep, for refusing another sweep's checkpoint."""
 
-    None when static groups have parameters of different structure or shape
-    (e.g. a swept layer width): they cannot share one leading axis.
-    """
-    trees = [jax.tree_util.tree_map(lambda a, n=len(rows): np.asarray(a)[:n], state.params)
-             for _, rows, state in slices]
-    structures = {jax.tree_util.tree_structure(t) for t in trees}
-    shapes = {tuple(a.shape[1:] for a in jax.tree_util.tree_leaves(t)) for t in trees}
-    if len(structures) != 1 or len(shapes) != 1:
-        return None
-    order = np.argsort(np.concatenate([rows for _, rows, _ in slices]))
-    return jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves)[order], *trees)
+    def name(fn):
+        return None if fn is None else f"{getattr(fn, '__module__', '')}." \
+                                      f"{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+    def shapes(tree):
+        return None if tree is None else [
+            [list(np.shape(x)), str(np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype)]
+            for x in jax.tree_util.tree_leaves(tree)]
+
+    init = name(init_params) if is_init_function(init_params) else shapes(init_params)
+    return {
+        "space": repr(space), "loss_fn": name(loss_fn), "make_optimizer": name(make_optimizer),
+        "init": init, "eval_fn": name(eval_fn), "data": shapes(data),
+        "eval_data": shapes(eval_data),
+        "configurations": json.dumps(table.to_dict(), default=str),
+        **settings,
+    }
