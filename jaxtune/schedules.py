@@ -21,6 +21,16 @@ contract, stated once:
 * `count` is a non-negative step number (an integer or float, scalar or array; the
   output broadcasts). Step-count arguments may be fractional. Outputs follow optax's
   dtypes (float32 for float inputs, unless x64 is enabled).
+* **Beyond int32.** Counts, step counts, offsets and boundaries may exceed 2**31 (runs
+  that count tokens, or very long runs), as Python ints or NumPy int64, eagerly and under
+  `jit` -- where JAX would raise `OverflowError` on such a Python int and silently wrap a
+  NumPy int64 to int32 (optax does both). Sums of concrete step arguments are taken on
+  the host in int64, so they cannot wrap either. A concrete integer beyond int32 is
+  carried as a float: float32 unless x64 is enabled, so such step numbers (and the float
+  count they meet) resolve to 1 part in 2**24 -- a multiple of 1024 near 1e10 steps.
+  Smooth schedules change by far less than float32 precision over such a span; a
+  boundary may move by up to that much. Integers within int32 keep exact integer
+  arithmetic, as before.
 
 Departures from optax, all deliberate (optax logs and silently changes behaviour):
 
@@ -51,7 +61,6 @@ from ._checks import (
     check_finite,
     check_in_range,
     check_nonnegative,
-    check_numeric,
     check_positive,
     concrete,
     describe,
@@ -119,14 +128,57 @@ def _check_less(low_name: str, low: Any, high_name: str, high: Any, hint: str,
         )
 
 
-def _clamp_steps(steps: ArrayLike) -> jax.Array:
-    """Treats a (traced) step count below 0 as 0; concrete ones were validated already."""
+def _int_limits() -> np.iinfo:
+    """The integers JAX holds: int32, or int64 with x64 enabled (read at each call)."""
+    return np.iinfo(jax.dtypes.canonicalize_dtype(np.int64))
+
+
+def _steps(value: Any) -> Any:
+    """A step count, offset, boundary or count in a form JAX can hold (module docstring).
+
+    A concrete integer outside JAX's integer range (int32 unless x64 is enabled) becomes
+    a float: JAX raises OverflowError for such a Python int (a weakly typed int32 constant
+    under `jit`) and wraps such a NumPy int64 silently. Anything else passes as given.
+    """
+    if isinstance(value, (bool, np.bool_, jax.core.Tracer)):
+        return value
+    if isinstance(value, (numbers.Integral, np.ndarray)):
+        array = np.asarray(value)
+        if array.dtype.kind in "iuO" and array.size:
+            limits = _int_limits()
+            if array.dtype.kind == "O" or array.min() < limits.min or array.max() > limits.max:
+                # A Python float stays weakly typed, like the Python int it replaces.
+                return float(value) if array.ndim == 0 else array.astype(np.float64)
+    return value
+
+
+def _wide(value: np.ndarray) -> np.ndarray:
+    """A concrete step value in int64 or float64, for host arithmetic that cannot wrap."""
+    return value.astype(np.int64 if value.dtype.kind in "iub" else np.float64)
+
+
+def _step_sum(a: Any, b: Any, sign: int = 1) -> Any:
+    """`a + sign * b` for step values: exactly on the host when both are concrete.
+
+    In JAX, two int32 step counts under 2**31 can sum past it and wrap around.
+    """
+    a_known, b_known = concrete(a), concrete(b)
+    if a_known is None or b_known is None:
+        return _steps(a) + sign * _steps(b)
+    total = _wide(a_known) + sign * _wide(b_known)
+    return _steps(total.item() if total.ndim == 0 else total)
+
+
+def _clamp_steps(steps: ArrayLike) -> Any:
+    """Treats a traced step count below 0 as 0; concrete ones were validated already."""
+    if concrete(steps) is not None:
+        return _steps(steps)
     return jnp.maximum(steps, 0)
 
 
 def _as_float(count: ArrayLike) -> jax.Array:
-    # As optax: float arithmetic on the count (Python ints beyond int32 convert too).
-    return jnp.asarray(count, dtype=jnp.result_type(float))
+    # As optax: float arithmetic on the count.
+    return jnp.asarray(_steps(count), dtype=jnp.result_type(float))
 
 
 def _vector(name: str, value: Any) -> tuple[jax.Array, np.ndarray | None]:
@@ -146,8 +198,8 @@ def _vector(name: str, value: Any) -> tuple[jax.Array, np.ndarray | None]:
         if not value:
             return jnp.zeros((0,), jnp.int32), np.zeros((0,), np.int32)
         parts = [concrete(item) for item in value]
-        known = None if any(p is None for p in parts) else np.stack(parts)
-        return jnp.stack([jnp.asarray(item) for item in value]), known
+        known = None if any(p is None for p in parts) else np.stack([_wide(p) for p in parts])
+        return jnp.stack([jnp.asarray(_steps(item)) for item in value]), known
     if isinstance(value, (bool, np.bool_, numbers.Number)) or not isinstance(
         value, (np.ndarray, jax.Array, jax.core.Tracer)
     ):
@@ -161,7 +213,7 @@ def _vector(name: str, value: Any) -> tuple[jax.Array, np.ndarray | None]:
             f"`{name}` must be one-dimensional, got an array of shape {np.shape(value)}; "
             "pass one entry per boundary."
         )
-    return jnp.asarray(value), concrete(value)
+    return jnp.asarray(_steps(value)), concrete(value)
 
 
 def _check_non_decreasing(name: str, known: np.ndarray | None) -> None:
@@ -200,7 +252,7 @@ def _piecewise_entries(
                 "Each scale multiplies the value from its boundary on.",
             )
         items = sorted(boundaries_and_scales.items(), key=lambda item: item[0])
-        boundaries = jnp.asarray([key for key, _ in items])
+        boundaries = jnp.asarray(_steps(np.array([_wide(np.asarray(key)) for key, _ in items])))
         scales = jnp.stack([jnp.asarray(scale) for _, scale in items])
         return boundaries, scales
     if isinstance(boundaries_and_scales, tuple) and len(boundaries_and_scales) == 2:
@@ -239,6 +291,7 @@ def _polynomial(init_value, end_value, power, transition_steps, transition_begin
     begin = _clamp_steps(transition_begin)
 
     def schedule(count):
+        count = _steps(count)
         has_steps = steps > 0
         clipped = jnp.clip(count - begin, 0, steps)
         # (T - c) / T rather than optax's 1 - c / T: exactly 0 at the end even when the
@@ -252,6 +305,8 @@ def _polynomial(init_value, end_value, power, transition_steps, transition_begin
 
 
 def _cosine(init_value, decay_steps, alpha, exponent):
+    decay_steps = _steps(decay_steps)
+
     def schedule(count):
         count = _as_float(count)
         has_steps = decay_steps > 0
@@ -268,8 +323,10 @@ def _cosine(init_value, decay_steps, alpha, exponent):
 def _exponential(init_value, transition_steps, decay_rate, transition_begin, staircase,
                  end_value):
     begin = _clamp_steps(transition_begin)
+    transition_steps = _steps(transition_steps)
 
     def schedule(count):
+        count = _steps(count)
         valid = jnp.logical_and(transition_steps > 0, decay_rate > 0)
         decreased = count - begin
         p = decreased / jnp.where(transition_steps > 0, transition_steps, 1)
@@ -292,7 +349,10 @@ def _exponential(init_value, transition_steps, decay_rate, transition_begin, sta
 
 
 def _join(schedules, boundaries):
+    boundaries = [_steps(boundary) for boundary in boundaries]
+
     def schedule(step):
+        step = _steps(step)
         output = schedules[0](step)
         for boundary, later in zip(boundaries, schedules[1:]):
             output = jnp.where(step < boundary, output, later(step - boundary))
@@ -325,7 +385,7 @@ def _interpolate(interpolate_type, init_value, entries):
     interval_sizes = jnp.maximum(bounds[1:] - bounds[:-1], 1)
 
     def schedule(count):
-        count = jnp.asarray(count)[..., None]
+        count = jnp.asarray(_steps(count))[..., None]
         inside = jnp.logical_and(bounds[:-1] <= count, count < bounds[1:])
         pct = (count - bounds[:-1]) / interval_sizes
         interpolated = interpolate_fn(values[:-1], values[1:], pct)
@@ -340,7 +400,7 @@ def _truncated_product(fraction, steps):
     fraction_array, steps_array = concrete(fraction), concrete(steps)
     if fraction_array is not None and steps_array is not None:
         return np.trunc(fraction_array.astype(np.float64) * steps_array.astype(np.float64))
-    return jnp.trunc(fraction * steps)
+    return jnp.trunc(fraction * _steps(steps))
 
 
 def _last_key_wins(boundaries, scales):
@@ -515,6 +575,7 @@ def piecewise_constant_schedule(
     boundaries, scales = entries
 
     def schedule(count):
+        count = _steps(count)
         value = init_value
         for i in range(boundaries.shape[0]):
             value = jnp.where(count >= boundaries[i], value * scales[i], value)
@@ -755,7 +816,7 @@ def warmup_cosine_decay_schedule(
     return _join(
         [
             _polynomial(init_value, peak_value, 1, warmup_steps, 0),
-            _cosine(peak_value, decay_steps - warmup_steps, alpha, exponent),
+            _cosine(peak_value, _step_sum(decay_steps, warmup_steps, -1), alpha, exponent),
         ],
         [warmup_steps],
     )
@@ -838,7 +899,7 @@ def _check_onecycle(transition_steps, peak_value, pct_start, div_factor, final_d
 def _onecycle(interpolate_type, transition_steps, peak_value, div_factor, final_div_factor,
               boundaries, scales):
     """A one-cycle schedule from its phase boundaries and the scale applied at each."""
-    boundaries, scales = _last_key_wins(boundaries, scales)
+    boundaries, scales = _last_key_wins([_steps(b) for b in boundaries], scales)
     cycle = _interpolate(interpolate_type, peak_value / div_factor, (boundaries, scales))
     final_value = peak_value / (div_factor * final_div_factor)
     return lambda count: jnp.where(transition_steps > 0, cycle(count), final_value)
@@ -1055,7 +1116,7 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, ArrayLike]]) -> Schedule:
             schedules.append(warmup_cosine_decay_schedule(**kwargs))
         except (TypeError, ValueError) as error:
             raise type(error)(f"`cosine_kwargs[{i}]`: {error}") from error
-        step = step + kwargs["decay_steps"]
+        step = _step_sum(step, kwargs["decay_steps"])
         boundaries.append(step)
     return _join(schedules, boundaries[:-1])
 
@@ -1135,7 +1196,7 @@ def warmup_stable_decay_schedule(
     _check_choice("decay_type", decay_type, _WSD_DECAYS)
     warmup = _polynomial(init_value, peak_value, 1, warmup_steps, 0)
     warmup_steps = _clamp_steps(warmup_steps)
-    decay_begin = warmup_steps + _clamp_steps(stable_steps)
+    decay_begin = _step_sum(warmup_steps, _clamp_steps(stable_steps))
     decay_steps = _clamp_steps(decay_steps)
 
     def schedule(count):
@@ -1270,6 +1331,7 @@ def cyclic_schedule(
     _check_choice("mode", mode, _CYCLIC_MODES)
     check_in_range("gamma", gamma, 0.0, 1.0, closed_low=False,
                    hint="It scales the amplitude by gamma**count; 0.9999 is typical.")
+    step_size = _steps(step_size)
 
     def schedule(count):
         count = _as_float(count)

@@ -7,7 +7,8 @@ Parity with optax lives in test_schedules_parity.py.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -61,28 +62,30 @@ def _kwargs_sweeps(fn, base: dict, grid: dict, label: str | None = None) -> list
 INIT = [0.5, 1.0, 2.0]
 END = [0.0, 0.1, 0.3]
 
-LINEAR = dict(init_value=1.0, end_value=0.1, transition_steps=50, transition_begin=10)
+LINEAR = {"init_value": 1.0, "end_value": 0.1, "transition_steps": 50, "transition_begin": 10}
 POLY = dict(LINEAR, power=2.0)
-COSINE = dict(init_value=1.0, decay_steps=50, alpha=0.1, exponent=1.0)
-EXPONENTIAL = dict(init_value=1.0, transition_steps=5, decay_rate=0.8, transition_begin=10,
-                   end_value=0.1)
-WARMUP_CONSTANT = dict(init_value=0.1, peak_value=1.0, warmup_steps=10)
-WARMUP_COSINE = dict(init_value=0.1, peak_value=1.0, warmup_steps=10, decay_steps=100,
-                     end_value=0.05, exponent=1.0)
-WARMUP_EXPONENTIAL = dict(init_value=0.1, peak_value=1.0, warmup_steps=10, transition_steps=5,
-                          decay_rate=0.8, transition_begin=5, end_value=0.1)
-LINEAR_ONECYCLE = dict(transition_steps=100, peak_value=1.0, pct_start=0.3, pct_final=0.85,
-                       div_factor=25.0, final_div_factor=1e4)
-COSINE_ONECYCLE = dict(transition_steps=100, peak_value=1.0, pct_start=0.3, div_factor=25.0,
-                       final_div_factor=1e4)
-CYCLE_0 = dict(init_value=0.1, peak_value=1.0, warmup_steps=5, decay_steps=40, end_value=0.01,
-               exponent=1.0)
-CYCLE_1 = dict(init_value=0.0, peak_value=0.5, warmup_steps=10, decay_steps=60, end_value=0.0,
-               exponent=2.0)
-WSD = dict(init_value=0.1, peak_value=1.0, warmup_steps=10, stable_steps=20, decay_steps=40,
-           end_value=0.05)
-INVERSE_SQRT = dict(init_value=0.0, peak_value=1.0, warmup_steps=10)
-CYCLIC = dict(base_value=0.1, max_value=1.0, step_size=10, mode="exp_range", gamma=0.99)
+COSINE = {"init_value": 1.0, "decay_steps": 50, "alpha": 0.1, "exponent": 1.0}
+EXPONENTIAL = {"init_value": 1.0, "transition_steps": 5, "decay_rate": 0.8,
+               "transition_begin": 10, "end_value": 0.1}
+WARMUP_CONSTANT = {"init_value": 0.1, "peak_value": 1.0, "warmup_steps": 10}
+WARMUP_COSINE = {"init_value": 0.1, "peak_value": 1.0, "warmup_steps": 10, "decay_steps": 100,
+                 "end_value": 0.05, "exponent": 1.0}
+WARMUP_EXPONENTIAL = {"init_value": 0.1, "peak_value": 1.0, "warmup_steps": 10,
+                      "transition_steps": 5, "decay_rate": 0.8, "transition_begin": 5,
+                      "end_value": 0.1}
+LINEAR_ONECYCLE = {"transition_steps": 100, "peak_value": 1.0, "pct_start": 0.3,
+                   "pct_final": 0.85, "div_factor": 25.0, "final_div_factor": 1e4}
+COSINE_ONECYCLE = {"transition_steps": 100, "peak_value": 1.0, "pct_start": 0.3,
+                   "div_factor": 25.0, "final_div_factor": 1e4}
+CYCLE_0 = {"init_value": 0.1, "peak_value": 1.0, "warmup_steps": 5, "decay_steps": 40,
+           "end_value": 0.01, "exponent": 1.0}
+CYCLE_1 = {"init_value": 0.0, "peak_value": 0.5, "warmup_steps": 10, "decay_steps": 60,
+           "end_value": 0.0, "exponent": 2.0}
+WSD = {"init_value": 0.1, "peak_value": 1.0, "warmup_steps": 10, "stable_steps": 20,
+       "decay_steps": 40, "end_value": 0.05}
+INVERSE_SQRT = {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 10}
+CYCLIC = {"base_value": 0.1, "max_value": 1.0, "step_size": 10, "mode": "exp_range",
+          "gamma": 0.99}
 
 STEP_SIZES = [0, 1, 30, 50, 80]  # 0 included: the degenerate case must agree too
 
@@ -113,20 +116,20 @@ def _piecewise_sweeps(label: str, fn) -> list[Sweep]:
 
 REGISTRY: list[Sweep] = [
     Sweep("constant_schedule.value", jt.constant_schedule, [0.1, 0.5, 1.0]),
-    *_kwargs_sweeps(jt.linear_schedule, LINEAR, dict(
-        init_value=INIT, end_value=END, transition_steps=STEP_SIZES,
-        transition_begin=[0, 10, 30])),
-    *_kwargs_sweeps(jt.polynomial_schedule, POLY, dict(
-        init_value=INIT, end_value=END, power=[0.0, 0.5, 1.0, 3.0],
-        transition_steps=STEP_SIZES, transition_begin=[0, 10, 30])),
-    *_kwargs_sweeps(jt.cosine_decay_schedule, COSINE, dict(
-        init_value=INIT, decay_steps=[1, 30, 100], alpha=[0.0, 0.1, 0.5],
-        exponent=[0.0, 0.5, 1.0, 2.0])),
-    *_kwargs_sweeps(jt.exponential_decay, EXPONENTIAL, dict(
-        init_value=INIT, transition_steps=[1, 5, 20], decay_rate=[0.5, 0.9, 1.0, 1.1],
-        transition_begin=[0, 5, 20], end_value=[0.05, 0.2, 0.4])),
+    *_kwargs_sweeps(jt.linear_schedule, LINEAR, {
+        "init_value": INIT, "end_value": END, "transition_steps": STEP_SIZES,
+        "transition_begin": [0, 10, 30]}),
+    *_kwargs_sweeps(jt.polynomial_schedule, POLY, {
+        "init_value": INIT, "end_value": END, "power": [0.0, 0.5, 1.0, 3.0],
+        "transition_steps": STEP_SIZES, "transition_begin": [0, 10, 30]}),
+    *_kwargs_sweeps(jt.cosine_decay_schedule, COSINE, {
+        "init_value": INIT, "decay_steps": [1, 30, 100], "alpha": [0.0, 0.1, 0.5],
+        "exponent": [0.0, 0.5, 1.0, 2.0]}),
+    *_kwargs_sweeps(jt.exponential_decay, EXPONENTIAL, {
+        "init_value": INIT, "transition_steps": [1, 5, 20], "decay_rate": [0.5, 0.9, 1.0, 1.1],
+        "transition_begin": [0, 5, 20], "end_value": [0.05, 0.2, 0.4]}),
     *_kwargs_sweeps(jt.exponential_decay, dict(EXPONENTIAL, staircase=True, end_value=None),
-                    dict(transition_steps=[1, 5, 20], decay_rate=[0.5, 1.5]),
+                    {"transition_steps": [1, 5, 20], "decay_rate": [0.5, 1.5]},
                     label="exponential_decay[staircase]"),
     *_piecewise_sweeps("piecewise_constant_schedule", jt.piecewise_constant_schedule),
     *_piecewise_sweeps(
@@ -135,25 +138,27 @@ REGISTRY: list[Sweep] = [
     *_piecewise_sweeps(
         "piecewise_interpolate_schedule[cosine]",
         lambda init, bas: jt.piecewise_interpolate_schedule("cosine", init, bas)),
-    *_kwargs_sweeps(jt.warmup_constant_schedule, WARMUP_CONSTANT, dict(
-        init_value=INIT, peak_value=INIT, warmup_steps=[0, 1, 10, 30])),
-    *_kwargs_sweeps(jt.warmup_cosine_decay_schedule, WARMUP_COSINE, dict(
-        init_value=[0.0, 0.1, 0.5], peak_value=[0.0, 0.5, 1.0], warmup_steps=[0, 10, 30],
-        decay_steps=[40, 100, 150], end_value=[0.0, 0.05, 0.2], exponent=[0.5, 1.0, 2.0])),
-    *_kwargs_sweeps(jt.warmup_exponential_decay_schedule, WARMUP_EXPONENTIAL, dict(
-        init_value=[0.0, 0.1, 0.5], peak_value=INIT, warmup_steps=[0, 10, 30],
-        transition_steps=[1, 5, 20], decay_rate=[0.5, 0.9, 1.1], transition_begin=[0, 5, 20],
-        end_value=[0.05, 0.2])),
-    *_kwargs_sweeps(jt.linear_onecycle_schedule, LINEAR_ONECYCLE, dict(
-        transition_steps=[50, 100, 200], peak_value=INIT, pct_start=[0.25, 0.3, 0.5],
-        pct_final=[0.5, 0.85, 1.0], div_factor=[10.0, 25.0, 50.0],
-        final_div_factor=[10.0, 1e3, 1e4])),
+    *_kwargs_sweeps(jt.warmup_constant_schedule, WARMUP_CONSTANT, {
+        "init_value": INIT, "peak_value": INIT, "warmup_steps": [0, 1, 10, 30]}),
+    *_kwargs_sweeps(jt.warmup_cosine_decay_schedule, WARMUP_COSINE, {
+        "init_value": [0.0, 0.1, 0.5], "peak_value": [0.0, 0.5, 1.0],
+        "warmup_steps": [0, 10, 30], "decay_steps": [40, 100, 150],
+        "end_value": [0.0, 0.05, 0.2], "exponent": [0.5, 1.0, 2.0]}),
+    *_kwargs_sweeps(jt.warmup_exponential_decay_schedule, WARMUP_EXPONENTIAL, {
+        "init_value": [0.0, 0.1, 0.5], "peak_value": INIT, "warmup_steps": [0, 10, 30],
+        "transition_steps": [1, 5, 20], "decay_rate": [0.5, 0.9, 1.1],
+        "transition_begin": [0, 5, 20], "end_value": [0.05, 0.2]}),
+    *_kwargs_sweeps(jt.linear_onecycle_schedule, LINEAR_ONECYCLE, {
+        "transition_steps": [50, 100, 200], "peak_value": INIT, "pct_start": [0.25, 0.3, 0.5],
+        "pct_final": [0.5, 0.85, 1.0], "div_factor": [10.0, 25.0, 50.0],
+        "final_div_factor": [10.0, 1e3, 1e4]}),
     *_kwargs_sweeps(jt.linear_onecycle_schedule, dict(LINEAR_ONECYCLE, transition_steps=10),
-                    dict(pct_final=[0.3, 0.35, 0.9]),  # 0.3, 0.35: boundaries coincide
+                    {"pct_final": [0.3, 0.35, 0.9]},  # 0.3, 0.35: boundaries coincide
                     label="linear_onecycle_schedule[collisions]"),
-    *_kwargs_sweeps(jt.cosine_onecycle_schedule, COSINE_ONECYCLE, dict(
-        transition_steps=[50, 100, 200], peak_value=INIT, pct_start=[0.25, 0.3, 0.5, 1.0],
-        div_factor=[10.0, 25.0, 50.0], final_div_factor=[10.0, 1e3, 1e4])),
+    *_kwargs_sweeps(jt.cosine_onecycle_schedule, COSINE_ONECYCLE, {
+        "transition_steps": [50, 100, 200], "peak_value": INIT,
+        "pct_start": [0.25, 0.3, 0.5, 1.0], "div_factor": [10.0, 25.0, 50.0],
+        "final_div_factor": [10.0, 1e3, 1e4]}),
     *[
         Sweep(f"sgdr_schedule.cosine_kwargs[{i}].{key}",
               lambda v, i=i, key=key: jt.sgdr_schedule(
@@ -170,28 +175,29 @@ REGISTRY: list[Sweep] = [
     Sweep("join_schedules.boundaries_array", _join_three,
           [np.array([20, 80]), np.array([0, 50]), np.array([30, 30]), np.array([0, 0])]),
     Sweep("join_schedules.boundary_scalar", lambda v: _join_three([v, 80]), [0, 20, 50, 80]),
-    *_kwargs_sweeps(jt.warmup_stable_decay_schedule, WSD, dict(
-        init_value=[0.0, 0.1, 0.5], peak_value=INIT, warmup_steps=[0, 1, 10, 25],
-        stable_steps=[0, 20, 50], decay_steps=[0, 10, 40], end_value=[0.0, 0.05, 0.3])),
+    *_kwargs_sweeps(jt.warmup_stable_decay_schedule, WSD, {
+        "init_value": [0.0, 0.1, 0.5], "peak_value": INIT, "warmup_steps": [0, 1, 10, 25],
+        "stable_steps": [0, 20, 50], "decay_steps": [0, 10, 40],
+        "end_value": [0.0, 0.05, 0.3]}),
     *[
         sweep
         for decay_type in ("cosine", "sqrt")
         for sweep in _kwargs_sweeps(
             jt.warmup_stable_decay_schedule, dict(WSD, decay_type=decay_type),
-            dict(warmup_steps=[0, 10, 25], stable_steps=[0, 20], decay_steps=[0, 10, 40],
-                 end_value=[0.0, 0.3]),
+            {"warmup_steps": [0, 10, 25], "stable_steps": [0, 20], "decay_steps": [0, 10, 40],
+             "end_value": [0.0, 0.3]},
             label=f"warmup_stable_decay_schedule[{decay_type}]")
     ],
-    *_kwargs_sweeps(jt.warmup_inverse_sqrt_schedule, INVERSE_SQRT, dict(
-        init_value=[0.0, 0.1, 0.5], peak_value=INIT, warmup_steps=[0, 1, 4, 10, 50])),
-    *_kwargs_sweeps(jt.cyclic_schedule, CYCLIC, dict(
-        base_value=[0.0, 0.1, 0.3], max_value=[0.5, 1.0, 2.0], step_size=[5, 10, 25],
-        gamma=[0.9, 0.99, 1.0])),
+    *_kwargs_sweeps(jt.warmup_inverse_sqrt_schedule, INVERSE_SQRT, {
+        "init_value": [0.0, 0.1, 0.5], "peak_value": INIT, "warmup_steps": [0, 1, 4, 10, 50]}),
+    *_kwargs_sweeps(jt.cyclic_schedule, CYCLIC, {
+        "base_value": [0.0, 0.1, 0.3], "max_value": [0.5, 1.0, 2.0], "step_size": [5, 10, 25],
+        "gamma": [0.9, 0.99, 1.0]}),
     *_kwargs_sweeps(jt.cyclic_schedule, dict(CYCLIC, mode="triangular2"),
-                    dict(step_size=[5, 10, 25], max_value=[0.5, 2.0]),
+                    {"step_size": [5, 10, 25], "max_value": [0.5, 2.0]},
                     label="cyclic_schedule[triangular2]"),
     *_kwargs_sweeps(jt.cyclic_schedule, dict(CYCLIC, mode="triangular"),
-                    dict(step_size=[5, 10, 25], base_value=[0.0, 0.3]),
+                    {"step_size": [5, 10, 25], "base_value": [0.0, 0.3]},
                     label="cyclic_schedule[triangular]"),
 ]
 
@@ -275,7 +281,7 @@ def test_grad_matches_finite_differences():
 # ------------------------------------------------------------- no recompilation
 
 ALL_ARRAYS = {
-    "constant_schedule": (jt.constant_schedule, [dict(value=0.1), dict(value=0.3)]),
+    "constant_schedule": (jt.constant_schedule, [{"value": 0.1}, {"value": 0.3}]),
     "linear_schedule": (jt.linear_schedule, [LINEAR, dict(LINEAR, transition_steps=0,
                                                           transition_begin=3)]),
     "polynomial_schedule": (jt.polynomial_schedule, [POLY, dict(POLY, power=0.5,
@@ -370,10 +376,11 @@ def test_warmup_steps_zero_means_no_warmup():
     _close(jt.warmup_constant_schedule(0.0, 1.0, 0)(counts), np.ones(6))
     for fn, kwargs in [
         (jt.warmup_cosine_decay_schedule,
-         dict(init_value=0.0, peak_value=1.0, warmup_steps=0, decay_steps=100, end_value=0.1)),
+         {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 0, "decay_steps": 100,
+          "end_value": 0.1}),
         (jt.warmup_exponential_decay_schedule,
-         dict(init_value=0.0, peak_value=1.0, warmup_steps=0, transition_steps=10,
-              decay_rate=0.5)),
+         {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 0, "transition_steps": 10,
+          "decay_rate": 0.5}),
     ]:
         values = np.asarray(fn(**kwargs)(counts))
         assert values[0] == pytest.approx(1.0)
@@ -399,8 +406,8 @@ def test_traced_degenerate_values():
                   warmup_steps=-3, decay_steps=10.0),
            jt.warmup_cosine_decay_schedule(0.0, 1.0, 0, 10)(counts))
     # Exponential decay without a positive transition_steps or decay_rate: init_value.
-    for bad in [dict(transition_steps=0.0, decay_rate=0.5), dict(transition_steps=5.0,
-                                                                decay_rate=0.0)]:
+    for bad in [{"transition_steps": 0.0, "decay_rate": 0.5},
+                {"transition_steps": 5.0, "decay_rate": 0.0}]:
         _close(traced(jt.exponential_decay, init_value=0.7, end_value=0.1, **bad),
                np.full(5, 0.7))
     # Cosine decay of length <= 0: init_value at step 0, then alpha * init_value.
@@ -507,7 +514,7 @@ def test_works_inside_optax_optimizers():
 
 # ----------------------------------------------------------------- properties
 
-finite = dict(allow_nan=False, allow_infinity=False)
+finite = {"allow_nan": False, "allow_infinity": False}
 # One shape for every example, so eager execution compiles each operation once.
 STEPS = np.arange(0, 512)
 values_st = st.floats(0.0, 5.0, **finite)
@@ -716,8 +723,8 @@ ERRORS = [
     (lambda: jt.warmup_cosine_decay_schedule(0.0, 1.0, -1, 100), ValueError,
      r"`warmup_steps` must be non-negative"),
     (lambda: jt.warmup_cosine_decay_schedule(0.0, 1.0, 100, 100), ValueError,
-     r"`decay_steps` must exceed `warmup_steps`, got decay_steps=100 and warmup_steps=100\. "
-     r"`decay_steps` is the total length, warm-up included"),
+     (r"`decay_steps` must exceed `warmup_steps`, got decay_steps=100 and warmup_steps=100\. "
+      r"`decay_steps` is the total length, warm-up included")),
     (lambda: jt.warmup_cosine_decay_schedule(0.0, 1.0, 0, 100, exponent=-2.0), ValueError,
      r"`exponent` must be non-negative"),
     (lambda: jt.warmup_exponential_decay_schedule(0.0, 1.0, 10, 0, 0.5), ValueError,
@@ -745,8 +752,8 @@ ERRORS = [
     (lambda: jt.linear_onecycle_schedule(100, 1.0, pct_final=1.2), ValueError,
      r"`pct_final` must lie in \[0\.0, 1\.0\], got pct_final=1\.2"),
     (lambda: jt.linear_onecycle_schedule(100, 1.0, pct_start=0.6, pct_final=0.5), ValueError,
-     r"`pct_final` must be at least `pct_start`, got pct_final=0\.5 and pct_start=0\.6\. "
-     r"Phase 2"),
+     (r"`pct_final` must be at least `pct_start`, got pct_final=0\.5 and pct_start=0\.6\. "
+      r"Phase 2")),
     (lambda: jt.linear_onecycle_schedule(100, 1.0, div_factor=0.0), ValueError,
      r"`div_factor` must be positive, got div_factor=0\.0\. The initial value"),
     (lambda: jt.cosine_onecycle_schedule(100, 1.0, final_div_factor=-1.0), ValueError,
@@ -761,13 +768,13 @@ ERRORS = [
     (lambda: jt.piecewise_constant_schedule(1.0, {"10": 0.5}), TypeError,
      r"`boundaries_and_scales` keys must be step numbers, got str '10'\. To sweep boundaries"),
     (lambda: jt.piecewise_constant_schedule(1.0, ([20, 10], [0.5, 0.5])), ValueError,
-     r"`boundaries_and_scales\[0\]` must be non-decreasing, got "
-     r"boundaries_and_scales\[0\]=\[20 10\]; sort them"),
+     (r"`boundaries_and_scales\[0\]` must be non-decreasing, got "
+      r"boundaries_and_scales\[0\]=\[20 10\]; sort them")),
     (lambda: jt.piecewise_constant_schedule(1.0, (np.array([-1, 10]), [0.5, 0.5])), ValueError,
      r"`boundaries_and_scales\[0\]` must be non-negative"),
     (lambda: jt.piecewise_constant_schedule(1.0, ([10, 20], [0.5])), ValueError,
-     r"`boundaries_and_scales` must hold as many boundaries as scales, got 2 boundaries and "
-     r"1 scales"),
+     (r"`boundaries_and_scales` must hold as many boundaries as scales, got 2 boundaries and "
+      r"1 scales")),
     (lambda: jt.piecewise_interpolate_schedule("linear", 1.0, ([10], [-0.5])), ValueError,
      r"`boundaries_and_scales\[1\]\[0\]` must be non-negative"),
     (lambda: jt.piecewise_constant_schedule(1.0, (np.ones((2, 2)), np.ones(2))), ValueError,
@@ -779,8 +786,8 @@ ERRORS = [
     (lambda: jt.piecewise_interpolate_schedule("quadratic", 1.0), ValueError,
      r"`interpolate_type` must be one of 'linear', 'cosine', got interpolate_type='quadratic'"),
     (lambda: jt.piecewise_interpolate_schedule(None, 1.0), TypeError,
-     r"`interpolate_type` must be a string, one of 'linear', 'cosine' \(it is static\), "
-     r"got NoneType"),
+     (r"`interpolate_type` must be a string, one of 'linear', 'cosine' \(it is static\), "
+      r"got NoneType")),
     # Join and SGDR.
     (lambda: jt.join_schedules([], []), ValueError, r"`schedules` must hold at least one"),
     (lambda: jt.join_schedules(jt.constant_schedule(1.0), []), TypeError,
@@ -805,9 +812,10 @@ ERRORS = [
     (lambda: jt.sgdr_schedule([CYCLE_0, 3]), TypeError,
      r"`cosine_kwargs\[1\]` must be a dict of `warmup_cosine_decay_schedule` arguments, got int"),
     (lambda: jt.sgdr_schedule([CYCLE_0, dict(CYCLE_1, decay_steps=5)]), ValueError,
-     r"`cosine_kwargs\[1\]`: `decay_steps` must exceed `warmup_steps`, got decay_steps=5 and "
-     r"warmup_steps=10"),
-    (lambda: jt.sgdr_schedule([dict(init_value=0.0, peak_value=1.0, warmup_steps=0)]), TypeError,
+     (r"`cosine_kwargs\[1\]`: `decay_steps` must exceed `warmup_steps`, got decay_steps=5 and "
+      r"warmup_steps=10")),
+    (lambda: jt.sgdr_schedule([{"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 0}]),
+     TypeError,
      r"`cosine_kwargs\[0\]`: .*decay_steps"),
     # New schedules.
     (lambda: jt.warmup_stable_decay_schedule(0.0, 1.0, 10, -1, 10), ValueError,
@@ -860,3 +868,101 @@ def test_concrete_arrays_are_validated_too():
     # Under tracing the same value is not checked (it counts as 0).
     values = jax.jit(lambda w: jt.warmup_constant_schedule(0.0, 1.0, w)(0))(jnp.array(-1))
     assert float(values) == 1.0
+
+
+# ------------------------------------------------------------ step counts beyond int32
+
+BIG = 10**10  # past int32 (2**31 - 1 ~ 2.1e9), as in runs that count tokens
+BIG_COUNTS = [0, 10**9, 2 * 10**10, 25 * 10**9]
+
+
+# name -> (lib, s) -> the schedule of `lib` (jaxtune or optax), step arguments made of `s`
+BIG_CASES = {
+    "constant_schedule": lambda lib, s: lib.constant_schedule(0.5),
+    "cosine_decay_schedule": lambda lib, s: lib.cosine_decay_schedule(1.0, 3 * s, alpha=0.1),
+    "exponential_decay": lambda lib, s: lib.exponential_decay(
+        1.0, s, 0.5, transition_begin=s // 2, end_value=0.2),
+    "linear_schedule": lambda lib, s: lib.linear_schedule(1.0, 0.1, 2 * s, s // 2),
+    "polynomial_schedule": lambda lib, s: lib.polynomial_schedule(1.0, 0.1, 2.0, 2 * s, s // 2),
+    "piecewise_constant_schedule": lambda lib, s: lib.piecewise_constant_schedule(
+        1.0, {s // 2: 0.5, 3 * s // 2: 0.1}),
+    "piecewise_interpolate_schedule": lambda lib, s: lib.piecewise_interpolate_schedule(
+        "cosine", 1.0, {s // 2: 0.5, 3 * s: 0.1}),
+    "warmup_constant_schedule": lambda lib, s: lib.warmup_constant_schedule(0.0, 1.0, 2 * s),
+    "warmup_cosine_decay_schedule": lambda lib, s: lib.warmup_cosine_decay_schedule(
+        0.0, 1.0, s, 3 * s, end_value=0.1),
+    "warmup_exponential_decay_schedule": lambda lib, s: lib.warmup_exponential_decay_schedule(
+        0.0, 1.0, s, s, 0.5, transition_begin=s // 2),
+    "sgdr_schedule": lambda lib, s: lib.sgdr_schedule(
+        [{"init_value": 0.0, "peak_value": 1.0, "warmup_steps": s // 2, "decay_steps": 2 * s},
+         {"init_value": 0.5, "peak_value": 1.0, "warmup_steps": 0, "decay_steps": s}]),
+    "join_schedules": lambda lib, s: lib.join_schedules(
+        [lib.linear_schedule(1.0, 0.5, s), lib.cosine_decay_schedule(0.5, 2 * s)], [s]),
+    # optax's one-cycle schedules take int(pct * T) and fail past int32 even for a float
+    # T; they are compared with optax at T / 1000 and counts / 1000 (same boundaries).
+    "linear_onecycle_schedule": lambda lib, s: lib.linear_onecycle_schedule(3 * s, 1.0),
+    "cosine_onecycle_schedule": lambda lib, s: lib.cosine_onecycle_schedule(3 * s, 1.0),
+    "warmup_stable_decay_schedule": lambda lib, s: lib.warmup_stable_decay_schedule(
+        0.0, 1.0, s, s, 2 * s, end_value=0.1),
+    "warmup_inverse_sqrt_schedule": lambda lib, s: lib.warmup_inverse_sqrt_schedule(0.1, 1.0, s),
+    "cyclic_schedule": lambda lib, s: lib.cyclic_schedule(0.1, 1.0, s, mode="triangular2"),
+}
+
+
+def _big_reference(name: str, counts: np.ndarray) -> np.ndarray:
+    """Values at float32 `counts` from optax (step arguments as floats: optax overflows on
+    Python ints past int32), or, for the schedules optax lacks, from the formulas in
+    float64."""
+    if name in ("linear_onecycle_schedule", "cosine_onecycle_schedule"):
+        schedule = getattr(optax, name)(3 * BIG // 1000, 1.0)
+        return jax.vmap(schedule)(counts / 1000)
+    if hasattr(optax, name):
+        return jax.vmap(BIG_CASES[name](optax, float(BIG)))(counts)
+    t, s = counts.astype(np.float64), float(BIG)
+    if name == "warmup_stable_decay_schedule":
+        tau = np.clip((t - 2 * s) / (2 * s), 0, 1)
+        return np.where(t < s, t / s, 0.1 + 0.9 * (1 - tau))
+    if name == "warmup_inverse_sqrt_schedule":
+        return np.where(t < s, 0.1 + 0.9 * t / s, np.sqrt(s / np.maximum(t, s)))
+    if name == "cyclic_schedule":
+        cycle = np.floor(1 + t / (2 * s))
+        x = np.abs(t / s - 2 * cycle + 1)
+        return 0.1 + 0.9 * np.maximum(0, 1 - x) / 2 ** (cycle - 1)
+    raise AssertionError(f"no reference for {name}")
+
+
+def test_every_schedule_takes_step_counts_beyond_int32():
+    names = [name for name in jt.__all__ if name.endswith("schedule")
+             or name == "exponential_decay"] + ["join_schedules"]
+    assert sorted(BIG_CASES) == sorted(names)  # a new schedule joins this test
+    counts = np.float32(BIG_COUNTS)
+    for name in names:
+        build = BIG_CASES[name]
+        expected = _big_reference(name, counts)
+        assert np.all(np.isfinite(expected)), name
+        eager = [build(jt, BIG)(count) for count in BIG_COUNTS]
+        numpy_steps = build(jt, np.int64(BIG))(np.array(BIG_COUNTS, np.int64))
+        closed = jax.jit(lambda build=build: [build(jt, BIG)(c) for c in BIG_COUNTS])()
+        traced = jax.jit(build(jt, BIG))(counts)
+        for how, values in [("eager", eager), ("numpy int64", numpy_steps),
+                            ("jit, closed over", closed), ("jit, traced count", traced)]:
+            values = np.broadcast_to(np.asarray(values, np.float64), counts.shape)
+            assert np.all(np.isfinite(values)), (name, how, values)
+            try:
+                _close(values, expected, rtol=1e-5)
+            except AssertionError as error:
+                raise AssertionError(f"{name} ({how})") from error
+
+
+def test_concrete_step_sums_and_numpy_int64_do_not_wrap():
+    # 2e9 + 2e9 fits no int32: the decay starts at 4e9, half done at 5e9.
+    wsd = jt.warmup_stable_decay_schedule(0.0, 1.0, 2 * 10**9, 2 * 10**9, 2 * 10**9)
+    _close(wsd(np.float32([3e9, 5e9])), [1.0, 0.5])
+    _close(jax.jit(wsd)(np.float32([3e9, 5e9])), [1.0, 0.5])
+    # NumPy int64 boundaries past int32 would wrap to 1410065408 if handed to JAX as ints.
+    steps = jt.piecewise_constant_schedule(1.0, (np.array([BIG]), np.array([0.1])))
+    _close(steps(np.float32([2e9, 1.1e10])), [1.0, 0.1])
+    # Sums of SGDR cycle lengths: 2e9 + 2e9 past int32 again.
+    cycle = {"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 0, "decay_steps": 2 * 10**9}
+    sgdr = jt.sgdr_schedule([cycle, cycle, cycle])
+    _close(sgdr(np.float32([4e9, 5e9])), [1.0, 0.5])

@@ -25,7 +25,7 @@ import jaxtune as jt
 HYPOTHESIS = settings(max_examples=30, deadline=None, derandomize=True)
 RTOL = 2e-5
 
-finite = dict(allow_nan=False, allow_infinity=False)
+finite = {"allow_nan": False, "allow_infinity": False}
 values = st.floats(-2.0, 4.0, **finite)
 positive_values = st.floats(0.01, 4.0, **finite)
 step_counts = st.integers(1, 300)
@@ -106,8 +106,8 @@ def test_cosine_decay(init, steps, alpha, exponent):
 @given(init=values, steps=st.integers(1, 100), rate=rates, begin=offsets,
        staircase=st.booleans(), end=st.one_of(st.none(), values))
 def test_exponential_decay(init, steps, rate, begin, staircase, end):
-    numeric = dict(init_value=init, transition_steps=steps, decay_rate=rate,
-                   transition_begin=begin)
+    numeric = {"init_value": init, "transition_steps": steps, "decay_rate": rate,
+               "transition_begin": begin}
     static = [("staircase", staircase)]
     if end is None:
         static.append(("end_value", None))
@@ -133,7 +133,7 @@ def _as_arrays(table):
 def test_piecewise_constant(init, table):
     _check("piecewise_constant_schedule", _counts(*table), init_value=init,
            boundaries_and_scales=table,
-           jit_numeric=dict(init_value=init, boundaries_and_scales=_as_arrays(table)))
+           jit_numeric={"init_value": init, "boundaries_and_scales": _as_arrays(table)})
 
 
 @HYPOTHESIS
@@ -141,7 +141,7 @@ def test_piecewise_constant(init, table):
 def test_piecewise_interpolate(kind, init, table):
     _check("piecewise_interpolate_schedule", _counts(*table), static=(("interpolate_type", kind),),
            init_value=init, boundaries_and_scales=table,
-           jit_numeric=dict(init_value=init, boundaries_and_scales=_as_arrays(table)))
+           jit_numeric={"init_value": init, "boundaries_and_scales": _as_arrays(table)})
 
 
 @HYPOTHESIS
@@ -164,8 +164,8 @@ def test_warmup_cosine_decay(init, peak, warmup, decay, end, exponent):
 @given(init=values, peak=values, warmup=st.integers(0, 200), steps=st.integers(1, 100),
        rate=rates, begin=offsets, staircase=st.booleans(), end=st.one_of(st.none(), values))
 def test_warmup_exponential_decay(init, peak, warmup, steps, rate, begin, staircase, end):
-    numeric = dict(init_value=init, peak_value=peak, warmup_steps=warmup,
-                   transition_steps=steps, decay_rate=rate, transition_begin=begin)
+    numeric = {"init_value": init, "peak_value": peak, "warmup_steps": warmup,
+               "transition_steps": steps, "decay_rate": rate, "transition_begin": begin}
     static = [("staircase", staircase)]
     if end is None:
         static.append(("end_value", None))
@@ -196,8 +196,8 @@ def _dyadic(fraction):
 @example(steps=5, peak=1.0, pcts=[0.3, 0.35], div=25.0, final_div=1e4)
 def test_linear_onecycle(steps, peak, pcts, div, final_div):
     pct_start, pct_final = pcts
-    kwargs = dict(transition_steps=steps, peak_value=peak, div_factor=div,
-                  final_div_factor=final_div)
+    kwargs = {"transition_steps": steps, "peak_value": peak, "div_factor": div,
+              "final_div_factor": final_div}
     counts = _counts(pct_start * steps, pct_final * steps, steps)
     reference = jax.vmap(optax.linear_onecycle_schedule(
         **kwargs, pct_start=pct_start, pct_final=pct_final))(counts)
@@ -216,8 +216,8 @@ def test_linear_onecycle(steps, peak, pcts, div, final_div):
 @example(steps=100, peak=1.0, pct_start=1.0, div=25.0, final_div=1e4)  # coinciding boundaries
 @example(steps=7, peak=1.0, pct_start=0.0, div=25.0, final_div=1e4)
 def test_cosine_onecycle(steps, peak, pct_start, div, final_div):
-    kwargs = dict(transition_steps=steps, peak_value=peak, div_factor=div,
-                  final_div_factor=final_div)
+    kwargs = {"transition_steps": steps, "peak_value": peak, "div_factor": div,
+              "final_div_factor": final_div}
     counts = _counts(pct_start * steps, steps)
     reference = jax.vmap(optax.cosine_onecycle_schedule(**kwargs, pct_start=pct_start))(counts)
     _close(jt.cosine_onecycle_schedule(**kwargs, pct_start=pct_start)(counts), reference)
@@ -226,11 +226,11 @@ def test_cosine_onecycle(steps, peak, pct_start, div, final_div):
            **dyadic)
 
 
-cycles = st.fixed_dictionaries(dict(
-    init_value=values, peak_value=st.one_of(st.just(0.0), positive_values),
-    warmup_steps=st.integers(0, 50), decay_steps=st.integers(1, 100), end_value=values,
-    exponent=exponents,
-)).map(lambda cycle: dict(cycle, decay_steps=cycle["warmup_steps"] + cycle["decay_steps"]))
+cycles = st.fixed_dictionaries({
+    "init_value": values, "peak_value": st.one_of(st.just(0.0), positive_values),
+    "warmup_steps": st.integers(0, 50), "decay_steps": st.integers(1, 100), "end_value": values,
+    "exponent": exponents,
+}).map(lambda cycle: dict(cycle, decay_steps=cycle["warmup_steps"] + cycle["decay_steps"]))
 
 
 @HYPOTHESIS
