@@ -65,9 +65,11 @@ from .runner import (
 )
 from .strategies import (
     Decision as Decision,
+    Hyperband as Hyperband,
     MedianStopping as MedianStopping,
     Report as Report,
     Strategy as Strategy,
+    SuccessiveHalving as SuccessiveHalving,
 )
 
 # Compiled programs, cached for the process and (optionally) on disk.
@@ -142,6 +144,8 @@ __all__ = [
     "SweepInterrupted",
     "Decision",
     "MedianStopping",
+    "SuccessiveHalving",
+    "Hyperband",
     "Report",
     "Strategy",
     "enable_compilation_cache",

@@ -2,8 +2,20 @@
 
 from jaxtune.strategies.base import (
     CONTINUE as CONTINUE,
+)
+from jaxtune.strategies.base import (
     Decision as Decision,
+)
+from jaxtune.strategies.base import (
     Report as Report,
+)
+from jaxtune.strategies.base import (
     Strategy as Strategy,
+)
+from jaxtune.strategies.halving import (
+    Hyperband as Hyperband,
+)
+from jaxtune.strategies.halving import (
+    SuccessiveHalving as SuccessiveHalving,
 )
 from jaxtune.strategies.median import MedianStopping as MedianStopping

@@ -1,0 +1,151 @@
+"""Successive halving and Hyperband: rung arithmetic, seed groups, divergence, resume."""
+
+import os
+import signal
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxtune as jt
+
+X = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+DATA = (X, 2 * X)
+SPACE = jt.Space(learning_rate=jt.loguniform(1e-4, 1e4))
+# Ascending learning rates on a quadratic: larger (stable) rates learn faster.
+RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 2e-1, 4e-1]
+
+
+def loss_fn(w, batch):
+    return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+
+def make_optimizer(learning_rate):
+    return optax.sgd(learning_rate)
+
+
+def run(strategy, rates=RATES, seeds=1, **kwargs):
+    options = {"data": DATA, "batch_size": 16, "steps": 90, "eval_every": 10, "seeds": seeds,
+                   "progress": False, "configs": {"learning_rate": rates}, "strategy": strategy,
+                   # one compiled program for every test: slices of 2, all in flight
+                   "members_per_slice": 2, "members_in_flight": 32}
+    options.update(kwargs)
+    if "trials" in options:
+        del options["configs"]
+    return jt.sweep(loss_fn, jnp.zeros((1, 1)), make_optimizer, SPACE, **options)
+
+
+def test_rungs_match_hand_computed_schedules():
+    assert jt.SuccessiveHalving(eta=3, min_steps=10).rungs(90) == [[10, 30]]
+    assert jt.SuccessiveHalving(eta=2, min_steps=5).rungs(40) == [[5, 10, 20]]
+    assert jt.SuccessiveHalving(eta=3, min_steps=10).rungs(91) == [[10, 30, 90]]
+    # s_max = 2: weights ceil(3/3)*9 = 9, ceil(3/2)*3 = 6, ceil(3/1)*1 = 3 (sum 18);
+    # 27 trials = 1 each + 24 shared 9:6:3 -> 1 + 12, 1 + 8, 1 + 4.
+    assert jt.Hyperband(eta=3, min_steps=10).brackets(27, 90) == [
+        ([10, 30], 13), ([30], 9), ([], 5)]
+    assert jt.Hyperband(eta=3, min_steps=10).brackets(2, 90) == [([10, 30], 1), ([30], 1), ([], 0)]
+
+
+def test_synchronous_halving_keeps_the_best_third_at_each_rung():
+    result = run(jt.SuccessiveHalving(eta=3, min_steps=10))
+    # 9 configurations: 9 train to 10, the best 3 to 30, the best 1 to 90.
+    assert sorted(result.steps_trained.tolist()) == [10] * 6 + [30] * 2 + [90]
+    assert int(result.steps_trained.sum()) == 9 * 10 + 3 * 20 + 1 * 60
+    loss = result.curve("train_loss")
+    best_at_10 = np.argsort(loss[:, 0])[:3]
+    np.testing.assert_array_equal(np.sort(np.flatnonzero(result.steps_trained >= 30)),
+                                  np.sort(best_at_10))
+    best_at_30 = best_at_10[np.argmin(loss[best_at_10, 2])]
+    assert result.status[best_at_30] == "completed"
+    assert set(result.status[result.steps_trained < 90]) == {"stopped"}
+    # stopped curves end where they stopped
+    assert np.isnan(loss[result.steps_trained == 10][:, 1:]).all()
+    assert not np.isnan(loss[result.steps_trained == 10][:, 0]).any()
+
+
+def test_seed_groups_are_stopped_together_and_survivors_equal_a_plain_run():
+    result = run(jt.SuccessiveHalving(eta=3, min_steps=10), seeds=2)
+    for trial in range(len(RATES)):
+        members = np.flatnonzero(result.trial == trial)
+        assert members.size == 2
+        assert len(set(result.steps_trained[members].tolist())) == 1
+        assert len(set(result.status[members].tolist())) == 1
+    # Stopping others never disturbs a survivor: it equals its plain full-budget run.
+    winner = int(np.flatnonzero(result.status == "completed")[0])
+    plain = run(None, rates=[RATES[result.trial[winner]]], seeds=2)
+    seed = result.seed[winner]
+    np.testing.assert_allclose(result.curve("train_loss")[winner],
+                               plain.curve("train_loss")[plain.seed == seed][0], rtol=1e-6)
+
+
+def test_a_diverged_configuration_is_the_worst_and_counts_in_its_rung():
+    # 4 configurations, eta=2: the best 2 of 4 continue, the diverged one among the 4.
+    result = run(jt.SuccessiveHalving(eta=2, min_steps=10), rates=[1e-3, 1e4, 1e-1, 1e-4],
+                 steps=40, eval_every=10)
+    assert result.status[1] == "diverged"
+    assert 0 <= result.diverged_step[1] < 10
+    assert result.steps_trained.tolist()[2] == 40
+    assert sorted(result.steps_trained[[0, 2, 3]].tolist()) == [10, 20, 40]
+
+
+def test_hyperband_brackets_run_concurrently_with_their_own_rungs():
+    result = run(jt.Hyperband(eta=3, min_steps=10), rates=RATES * 2)
+    (_ladder2, n2), (_ladder1, n1), (_ladder0, n0) = jt.Hyperband(eta=3, min_steps=10).brackets(18, 90)
+    steps = result.steps_trained
+    aggressive, middle, full = steps[:n2], steps[n2:n2 + n1], steps[n2 + n1:]
+    assert sorted(aggressive.tolist()) == [10] * (n2 - n2 // 3) + [30] * (n2 // 3 - n2 // 9) \
+        + [90] * (n2 // 9)
+    assert sorted(middle.tolist()) == [30] * (n1 - max(1, n1 // 3)) + [90] * max(1, n1 // 3)
+    assert full.tolist() == [90] * n0
+
+
+def test_freed_slots_train_new_configurations_up_to_max_trials():
+    result = run(jt.SuccessiveHalving(eta=3, min_steps=10, max_trials=12), trials=9,
+                 sampler="random")
+    assert result.n_trials == 12
+    assert (result.steps_trained[9:] >= 10).all()
+
+
+class _InterruptOnce(jt.SuccessiveHalving):
+    """Successive halving that sends itself Ctrl-C at its second decision."""
+
+    def __init__(self, armed, **kwargs):
+        super().__init__(**kwargs)
+        self.armed = armed
+        self.calls = 0
+
+    def decide(self, search, report):
+        self.calls += 1
+        if self.armed and self.calls == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().decide(search, report)
+
+
+def test_resume_is_bit_identical(tmp_path):
+    options = {"trials": 9, "sampler": "random", "checkpoint_dir": tmp_path}
+    with pytest.raises(jt.SweepInterrupted):
+        run(_InterruptOnce(True, eta=3, min_steps=10, max_trials=11), **options)
+    resumed = run(_InterruptOnce(False, eta=3, min_steps=10, max_trials=11), **options)
+    options.pop("checkpoint_dir")
+    whole = run(_InterruptOnce(False, eta=3, min_steps=10, max_trials=11), **options)
+    np.testing.assert_array_equal(resumed.curve("train_loss"), whole.curve("train_loss"))
+    np.testing.assert_array_equal(resumed.steps_trained, whole.steps_trained)
+    np.testing.assert_array_equal(resumed.hparams["learning_rate"], whole.hparams["learning_rate"])
+
+
+@pytest.mark.parametrize("make, kwargs, error, message", [
+    (lambda: jt.SuccessiveHalving(eta=1, min_steps=10), {}, ValueError, "`eta` must be greater"),
+    (lambda: jt.Hyperband(eta=0.5, min_steps=10), {}, ValueError, "`eta` must be greater"),
+    (lambda: jt.SuccessiveHalving(eta="3", min_steps=10), {}, TypeError, "`eta` must be a"),
+    (lambda: jt.SuccessiveHalving(min_steps=0), {}, ValueError, "`min_steps` must be"),
+    (lambda: jt.SuccessiveHalving(min_steps=15), {}, ValueError,
+     r"rungs at steps \[15, 45\] are not record points.*eval_every=15"),
+    (lambda: jt.SuccessiveHalving(min_steps=90), {}, ValueError, "`min_steps` must be less"),
+    (lambda: jt.SuccessiveHalving(min_steps=10, metric="accuracy"), {}, ValueError,
+     "'accuracy' is not recorded"),
+])
+def test_bad_input_is_rejected_before_compiling(make, kwargs, error, message, monkeypatch):
+    monkeypatch.setattr(jt.Trainer, "train", lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(error, match=message):
+        run(make(), **kwargs)
