@@ -19,3 +19,4 @@ from jaxtune.strategies.halving import (
     SuccessiveHalving as SuccessiveHalving,
 )
 from jaxtune.strategies.median import MedianStopping as MedianStopping
+from jaxtune.strategies.pbt import PBT as PBT
