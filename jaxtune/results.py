@@ -7,31 +7,43 @@ points (the end of each chunk):
   configuration and which seed each member is (members of one trial share every
   hyperparameter);
 * `steps` [C]: the training step at each record point;
-* `train_loss` and every entry of `metrics` [N, C]: the curves;
-* `diverged`, `diverged_step` [N]: which members went non-finite, and at which step.
+* `train_loss` and every entry of `metrics` [N, C]: the curves (NaN after a member
+  stopped or diverged);
+* `diverged`, `diverged_step` [N]: which members went non-finite, and at which step;
+* `status`, `steps_trained` [N]: how each member ended (``"completed"``, ``"stopped"``
+  early by an adaptive strategy, ``"diverged"``, or ``"running"`` in the partial result of
+  an interrupted sweep) and how many optimizer steps it trained.
 
 The ranking rules, stated once and used by `final`, `summary`, `top`, `best`,
 `best_config` and `plot`:
 
-* A member's *final* value of a metric is its value at the last record point. A diverged
-  member's final value is NaN whatever its curve holds, so it can never win.
+* A member's *final* value of a metric is its value at the last record point it reached:
+  the last one with ``steps <= steps_trained``. A diverged member's final value is NaN
+  whatever its curve holds, so it can never win.
 * A trial's score is the mean of its members' final values over seeds; its spread is the
   population standard deviation over seeds (``ddof=0``), so one seed gives 0.
-* Trials rank best first by score: lowest for mode ``"min"``, highest for ``"max"``. A
-  trial whose score is not finite (a seed diverged, or the metric itself is NaN) ranks
-  after every finite one, fewest diverged seeds first. Ties keep trial order.
+* A trial's status is ``"completed"`` when every seed completed, else its worst seed's,
+  in the order completed < running < stopped < diverged.
+* Trials rank by status first, in that order: only completed trials compete for `best`;
+  trials that were stopped early (or are still running) follow, by their score at the
+  point they stopped; trials with a diverged seed come last. Within a status, trials rank
+  by score: lowest first for mode ``"min"``, highest for ``"max"``; a trial whose score is
+  not finite ranks after every finite one, fewest diverged seeds first. Ties keep trial
+  order.
 
 `summary`, `top` and `to_pandas` need pandas and `plot` needs matplotlib (both in
 ``pip install 'jaxtune[demo]'``); everything else needs NumPy only. `save` writes one
-``.npz`` file without pickle, and `SweepResult.load` reads it back.
+``.npz`` file without pickle, atomically, and `SweepResult.load` reads it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
+import secrets
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -43,8 +55,12 @@ import numpy as np
 __all__ = ["BestConfig", "SweepResult"]
 
 _FORMAT = "jaxtune.SweepResult"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: `status`, `steps_trained`, and params by structured key path
+_READABLE_VERSIONS = (1, 2)
 _MODES = ("min", "max")
+# Member statuses, best first: a trial's status is its worst seed's, and trials rank by
+# status before score.
+_STATUSES = ("completed", "running", "stopped", "diverged")
 # Used only to pick a ranking direction for a metric other than the result's default
 # one when no `mode` is given; anything else has to say its `mode`.
 _MIN_WORDS = ("loss", "error", "mse", "mae", "rmse", "nll", "perplexity")
@@ -93,6 +109,8 @@ class _TrialStats(NamedTuple):
     std: np.ndarray  # float64 [T]: standard deviation over seeds, ddof=0
     count: np.ndarray  # int [T]: members (seeds) per trial
     n_diverged: np.ndarray  # int [T]: diverged members per trial
+    status: np.ndarray  # str [T]: "completed" if every seed completed, else the worst seed's
+    steps_trained: np.ndarray  # float64 [T]: mean over seeds of `steps_trained`
     order: np.ndarray  # int [T]: positions in `trials`, best first
 
 
@@ -125,6 +143,16 @@ class SweepResult:
       timing: wall-clock figures, e.g. ``compile_s``, ``run_s``, ``total_s``,
         ``member_steps_per_s``.
       step_loss: float [N, steps], the per-step training loss when recorded, else None.
+      status: str [N], how each member ended: ``"completed"`` (trained its whole
+        budget), ``"stopped"`` (stopped early by a strategy; its curves are NaN after the
+        record point where it stopped), ``"diverged"`` (exactly the members marked in
+        `diverged`), or ``"running"`` (only in the partial result of an interrupted
+        sweep). Default None: ``"diverged"`` where `diverged`, else ``"completed"``.
+      steps_trained: int [N], the optimizer steps each member trained (the budget it
+        used); its final metrics are read at the last record point with
+        ``steps <= steps_trained``. Default None: ``steps[-1]`` for every member,
+        diverged ones included (in a plain sweep a diverged member keeps its slot to the
+        end, frozen).
 
     Example:
 
@@ -155,6 +183,8 @@ class SweepResult:
     params: Any = None
     timing: dict[str, float] = dataclasses.field(default_factory=dict)
     step_loss: np.ndarray | None = None
+    status: np.ndarray | None = None
+    steps_trained: np.ndarray | None = None
 
     # ------------------------------------------------------------------ validation
 
@@ -217,6 +247,17 @@ class SweepResult:
                 f"{diverged_step[bad[0]]}; `diverged_step` must be -1 for members that "
                 "never diverged."
             )
+
+        status = _status_vector(self.status, diverged, n)
+        if self.steps_trained is None:
+            steps_trained = np.full(n, steps[-1], dtype=steps.dtype)
+        else:
+            steps_trained = _int_vector("steps_trained", self.steps_trained, n)
+            if np.any(steps_trained < 0):
+                raise ValueError(
+                    "`steps_trained` must be non-negative (optimizer steps each member "
+                    f"trained), got steps_trained={_show(steps_trained)}."
+                )
 
         if not isinstance(self.hparams, Mapping):
             raise TypeError(
@@ -284,6 +325,8 @@ class SweepResult:
         put("diverged_step", diverged_step)
         put("timing", timing)
         put("step_loss", step_loss)
+        put("status", status)
+        put("steps_trained", steps_trained)
 
     # ------------------------------------------------------------------ sizes
 
@@ -310,7 +353,11 @@ class SweepResult:
         return self.train_loss if metric == "train_loss" else self.metrics[metric]
 
     def final(self, metric: str | None = None) -> np.ndarray:
-        """The last recorded value [N] of `metric` per member; NaN for diverged members.
+        """The final value [N] of `metric` per member; NaN for diverged members.
+
+        A member's final value is its value at the last record point it reached, the last
+        with ``steps <= steps_trained`` (the last record point for a member that trained
+        its whole budget); NaN if it reached none.
 
         Args:
           metric: ``"train_loss"`` or a key of `metrics`; default: the result's `metric`.
@@ -318,10 +365,17 @@ class SweepResult:
         Returns:
           A float array [N], a copy.
         """
-        last = self.curve(metric)[:, -1]
-        out = last.astype(np.promote_types(last.dtype, np.float32), copy=True)
-        out[self.diverged] = np.nan
+        curve = self.curve(metric)
+        reached = self._last_reached()
+        out = curve[np.arange(curve.shape[0]), np.maximum(reached, 0)]
+        out = out.astype(np.promote_types(out.dtype, np.float32), copy=True)
+        out[self.diverged | (reached < 0)] = np.nan
         return out
+
+    def _last_reached(self) -> np.ndarray:
+        """int [N]: the index into `steps` of the last record point each member reached
+        (the last with ``steps <= steps_trained``), or -1 if it reached none."""
+        return np.searchsorted(self.steps, self.steps_trained, side="right") - 1
 
     def mean_over_seeds(self, metric: str | None = None) -> np.ndarray:
         """The curve of `metric` averaged over seeds: float64 [n_trials, C].
@@ -339,9 +393,12 @@ class SweepResult:
         """One row per trial, best first: a pandas DataFrame.
 
         Columns: ``trial``, each hyperparameter, ``<metric>_mean`` and ``<metric>_std``
-        (over seeds, ddof=0: 0 with one seed), ``n_seeds``, ``n_diverged``. The index,
-        named ``rank``, counts from 0 (the best). Trials with a diverged seed have a NaN
-        mean and rank after every finite one (see the module docstring).
+        (over seeds, ddof=0: 0 with one seed), ``n_seeds``, ``n_diverged``, ``status``
+        (``"completed"`` when every seed completed, else the worst seed's status) and
+        ``steps_trained`` (mean over seeds). The index, named ``rank``, counts from 0 (the
+        best). Completed trials rank first; trials stopped early follow, by their score
+        when they stopped; trials with a diverged seed (NaN mean) come last (see the
+        module docstring).
 
         Args:
           metric: ``"train_loss"`` or a key of `metrics`; default: the result's `metric`.
@@ -360,6 +417,8 @@ class SweepResult:
         columns[f"{metric}_std"] = stats.std[order]
         columns["n_seeds"] = stats.count[order]
         columns["n_diverged"] = stats.n_diverged[order]
+        columns["status"] = stats.status[order].astype(object)
+        columns["steps_trained"] = stats.steps_trained[order]
         frame = pd.DataFrame(columns)
         frame.index.name = "rank"
         return frame
@@ -380,6 +439,9 @@ class SweepResult:
     def best_config(self, metric: str | None = None, mode: str | None = None) -> BestConfig:
         """The best trial: its hyperparameters as plain Python values and its seed scores.
 
+        Only trials whose every seed completed its budget compete: a trial stopped early
+        is never the best, however good its score when it stopped.
+
         float32 hyperparameters come back as the shortest decimal that rounds to the
         same float32 (0.0031, not 0.003100000089).
 
@@ -388,12 +450,26 @@ class SweepResult:
           mode: as in `summary`.
 
         Raises:
-          ValueError: if every trial diverged (or has a non-finite metric).
+          ValueError: if no trial completed on every seed with a finite metric (every
+            trial diverged, was stopped early, is still running, or has a non-finite
+            metric).
         """
         metric, mode = self._resolve(metric, mode)
         stats = self._trial_stats(metric, mode)
         best = stats.order[0]
-        if not np.isfinite(stats.mean[best]):
+        if stats.status[best] != "completed" and not np.all(stats.status == "diverged"):
+            counts = ", ".join(
+                f"{int(np.sum(self.status == name))} {name}"
+                for name in ("stopped", "diverged", "running")
+                if np.any(self.status == name)
+            )
+            raise ValueError(
+                "No best configuration: no trial reached the full budget on every seed "
+                f"({counts}, of {self.n_members} members). Rank the trials anyway with "
+                "`summary()` or `top()`, which list trials stopped early by their score "
+                "when they stopped; resume an interrupted sweep to finish it."
+            )
+        if stats.status[best] != "completed" or not np.isfinite(stats.mean[best]):
             raise ValueError(
                 f"No best configuration: every trial diverged or has a non-finite final "
                 f"`{metric}` on some seed ({int(self.diverged.sum())} of {self.n_members} "
@@ -422,8 +498,8 @@ class SweepResult:
         Args:
           curves: False (default): one row per member with ``member``, ``trial``,
             ``seed``, each hyperparameter, ``final_train_loss``, ``final_<metric>`` for
-            each eval metric (NaN for diverged members, as `final`), ``diverged`` and
-            ``diverged_step``. True: long format, one row per (member, record point)
+            each eval metric (NaN for diverged members, as `final`), ``diverged``,
+            ``diverged_step``, ``status`` and ``steps_trained``. True: long format, one row per (member, record point)
             with ``member``, ``trial``, ``seed``, each hyperparameter, ``step``,
             ``train_loss`` and each eval metric, as recorded.
         """
@@ -438,6 +514,8 @@ class SweepResult:
                 columns[f"final_{name}"] = self.final(name)
             columns["diverged"] = self.diverged
             columns["diverged_step"] = self.diverged_step
+            columns["status"] = self.status.astype(object)
+            columns["steps_trained"] = self.steps_trained
             return pd.DataFrame(columns)
         columns = {
             "member": np.repeat(members, c),
@@ -463,11 +541,17 @@ class SweepResult:
 
         Left panel: the training loss of every member against step (log y when every
         finite value is positive), coloured by `hparam` (log colour scale when it is
-        positive), with a colorbar; diverged members dashed grey. Then one panel per
-        numeric hyperparameter that varies: the final `metric` of each trial (mean over
-        seeds, error bars = seed std) against it, log x when its positive values span
-        more than a decade; the best trial is starred, and trials without a finite mean
-        are left out, as the panel's title says.
+        positive, symmetric-log when it includes 0 and its other values span two decades
+        or more), with a colorbar; diverged members dashed grey; members stopped early
+        end in a bar where they stopped. Then one panel per numeric hyperparameter that
+        varies: the final `metric` of each trial (mean over seeds, error bars = seed std)
+        against it, completed trials filled, trials stopped early hollow (their score
+        when they stopped). Its x axis is log when the values are positive and span more
+        than a decade, symmetric-log (linear within the smallest nonzero magnitude) when
+        they include 0 or negatives and the nonzero magnitudes span two decades or more
+        (e.g. a choice of 0, 1e-4, 1e-3, 1e-2), else linear; with at most 8 distinct
+        values, ticks sit at exactly those values. The best trial is starred, and trials
+        without a finite mean are left out, as the panel's title says.
 
         Args:
           metric: the metric of the right panels; default: the result's `metric`.
@@ -517,20 +601,23 @@ class SweepResult:
             else:
                 for line in lines:
                     line.set_color("C0")
+        handles, labels = [], []
         if dead.size:
             ax.plot(steps, self.train_loss[dead].T, color="0.6", ls="--", lw=0.9, marker=marker)
             # an x at each diverged member's last finite point, where its curve stops
-            curves = self.train_loss[dead]
-            seen = np.isfinite(curves)
-            last = seen.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1)
-            stops = seen.any(axis=1)
-            ax.plot(steps[last[stops]], curves[stops, last[stops]], ls="none", marker="x",
-                    color="0.45", ms=5)
-            ax.legend(
-                handles=[Line2D([], [], color="0.6", ls="--", marker="x", mec="0.45")],
-                labels=[f"diverged: {dead.size} of {self.n_members}"],
-                loc="upper right", fontsize=8,
-            )
+            x, y = _last_finite(steps, self.train_loss[dead])
+            ax.plot(x, y, ls="none", marker="x", color="0.45", ms=5)
+            handles.append(Line2D([], [], color="0.6", ls="--", marker="x", mec="0.45"))
+            labels.append(f"diverged: {dead.size} of {self.n_members}")
+        stopped = np.flatnonzero(self.status == "stopped")
+        if stopped.size:
+            # a bar where each stopped member's curve ends (NaN after it)
+            x, y = _last_finite(steps, self.train_loss[stopped])
+            ax.plot(x, y, ls="none", marker="|", color="0.25", ms=8, mew=1.2)
+            handles.append(Line2D([], [], ls="none", marker="|", color="0.25", ms=8, mew=1.2))
+            labels.append(f"stopped early: {stopped.size} of {self.n_members}")
+        if handles:
+            ax.legend(handles=handles, labels=labels, loc="upper right", fontsize=8)
         finite = self.train_loss[np.isfinite(self.train_loss)]
         if finite.size and np.all(finite > 0):
             ax.set_yscale("log")
@@ -544,17 +631,27 @@ class SweepResult:
             mode = None  # direction unknown: plot the metric, star no best
         stats = self._trial_stats(metric, mode or "min")
         shown = np.isfinite(stats.mean)
-        best = stats.order[0] if mode is not None and shown[stats.order[0]] else None
+        completed = shown & (stats.status == "completed")
+        early = shown & ~completed  # stopped early or still running: score when it stopped
+        first = stats.order[0]
+        best = first if mode is not None and completed[first] else None
         ylabel = f"final {metric}" + (" (mean ± std over seeds)" if self.n_seeds > 1 else "")
         for ax, name in zip(axes[1:], panels):
             x = self._numeric(name)[stats.first]
             ax.errorbar(
-                x[shown], stats.mean[shown], yerr=stats.std[shown], fmt="o", ms=4,
-                color="C0", ecolor="0.55", elinewidth=1, capsize=2,
+                x[completed], stats.mean[completed], yerr=stats.std[completed], fmt="o",
+                ms=4, color="C0", ecolor="0.55", elinewidth=1, capsize=2,
             )
+            if early.any():
+                ax.errorbar(
+                    x[early], stats.mean[early], yerr=stats.std[early], fmt="o", ms=4,
+                    mfc="none", color="C0", ecolor="0.75", elinewidth=1, capsize=2,
+                    label="stopped early",
+                )
             if best is not None:
                 ax.plot(x[best], stats.mean[best], marker="*", ms=14, color="C3",
                         ls="none", label="best", zorder=3)
+            if best is not None or early.any():
                 ax.legend(loc="best", fontsize=8)
             if not shown.all():
                 missing = int((~shown).sum())
@@ -562,9 +659,7 @@ class SweepResult:
                     f"{missing} trial{'s' if missing > 1 else ''} not shown (diverged or NaN)",
                     fontsize=9, color="0.35",
                 )
-            positive = x[x > 0]
-            if positive.size == x.size and positive.max() > 10 * positive.min():
-                ax.set_xscale("log")
+            _set_hparam_axis(ax, self._numeric(name))
             means = stats.mean[shown]
             if means.size and np.all(means > 0) and means.max() > 100 * means.min():
                 ax.set_yscale("log")
@@ -577,17 +672,23 @@ class SweepResult:
     # ------------------------------------------------------------------ save / load
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the result to one ``.npz`` file at exactly `path` (no pickle).
+        """Writes the result to one ``.npz`` file at exactly `path` (no pickle), atomically.
 
         Arrays are stored as they are; static (object) hyperparameter columns, the
         metric, mode and timing go into a JSON metadata entry, so static values must be
         JSON values that come back unchanged (str, int, float, bool, None, and lists or
-        str-keyed dicts of them). `params` leaves are stored by their
-        `jax.tree_util.keystr` path.
+        str-keyed dicts of them). Each `params` leaf is stored with its key path (see
+        `load` for the tree that comes back).
+
+        The file is written to a temporary file in the same directory, flushed to disk,
+        then renamed onto `path` in one step: a reader (or a crash, or a full disk) sees
+        the previous file at `path` or the new one, never a partial one, and a failed
+        save leaves no temporary file behind.
 
         Raises:
           TypeError: if a static hyperparameter value or a `params` leaf cannot be
             stored without pickle.
+          OSError: if the file cannot be written; `path` then holds what it held before.
         """
         arrays: dict[str, np.ndarray] = {
             "trial": self.trial,
@@ -596,6 +697,8 @@ class SweepResult:
             "train_loss": self.train_loss,
             "diverged": self.diverged,
             "diverged_step": self.diverged_step,
+            "status": self.status,
+            "steps_trained": self.steps_trained,
         }
         if self.step_loss is not None:
             arrays["step_loss"] = self.step_loss
@@ -624,7 +727,8 @@ class SweepResult:
                         "needs pickle; make every leaf a numeric array."
                     )
                 arrays[f"param_{i}"] = leaf
-                params_meta.append({"path": where, "key": f"param_{i}", "dtype": str(leaf.dtype)})
+                params_meta.append({"path": _path_entries(key_path), "key": f"param_{i}",
+                                    "dtype": str(leaf.dtype)})
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -636,16 +740,21 @@ class SweepResult:
             "params": params_meta,
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
-        with open(os.fspath(path), "wb") as file:
-            np.savez_compressed(file, **arrays)
+        _write_atomically(os.fspath(path), lambda file: np.savez_compressed(file, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepResult:
         """Reads a result written by `save` (with ``allow_pickle=False``).
 
-        `params`, if saved, comes back as a flat dict {keystr path: np.ndarray}, e.g.
-        ``{"['dense']['w']": array}``: the leaves by path, not the original tree
-        structure (rebuild it with your own init function if you need it).
+        `params`, if saved, comes back as a tree of plain containers holding NumPy
+        arrays, rebuilt from each leaf's key path: dicts stay dicts (str or int keys),
+        lists and tuples become lists, and NamedTuples, dataclasses and other nodes with
+        named fields become dicts keyed by field name (e.g. optax's
+        ``ScaleByAdamState(count, mu, nu)`` -> ``{"count": ..., "mu": ..., "nu": ...}``);
+        dict keys of other types come back as their ``str``. Saving a loaded result and
+        loading it again gives the same tree. Files written by jaxtune's format
+        version 1 give a flat dict {keystr path: array}, e.g. ``{"['dense']['w']": array}``,
+        and derive `status` and `steps_trained` from `diverged` and `steps`.
 
         Raises:
           ValueError: if the file is not a SweepResult file, is corrupted, or its
@@ -678,11 +787,12 @@ class SweepResult:
             raise ValueError(f"{problem}: its metadata is not valid JSON ({err}).") from err
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ValueError(f"{problem}: its metadata does not name the format {_FORMAT!r}.")
-        if meta.get("version") != _FORMAT_VERSION:
+        version = meta.get("version")
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
-                f"`path` {where!r} holds SweepResult format version {meta.get('version')!r}, "
-                f"this jaxtune reads version {_FORMAT_VERSION}; load it with the jaxtune "
-                "that wrote it."
+                f"`path` {where!r} holds SweepResult format version {version!r}, this "
+                f"jaxtune reads versions {', '.join(map(str, _READABLE_VERSIONS))}; load "
+                "it with the jaxtune that wrote it."
             )
 
         def array(key: str) -> np.ndarray:
@@ -704,19 +814,27 @@ class SweepResult:
             metrics = {entry["name"]: array(entry["key"]) for entry in meta["metrics"]}
             params = None
             if meta["params"] is not None:
-                params = {
-                    entry["path"]: _restore_dtype(array(entry["key"]), entry["dtype"], problem)
+                leaves = [
+                    (entry["path"],
+                     _restore_dtype(array(entry["key"]), entry["dtype"], problem))
                     for entry in meta["params"]
-                }
-            fields = dict(
-                hparams=hparams, metrics=metrics, params=params,
-                metric=meta["metric"], mode=meta["mode"], timing=meta["timing"],
-                step_loss=arrays.get("step_loss"),
-            )
+                ]
+                if version == 1:
+                    params = dict(leaves)
+                else:
+                    params = _params_tree(leaves, problem)
+            fields = {
+                "hparams": hparams, "metrics": metrics, "params": params,
+                "metric": meta["metric"], "mode": meta["mode"], "timing": meta["timing"],
+                "step_loss": arrays.get("step_loss"),
+            }
         except (KeyError, TypeError) as err:
             raise ValueError(f"{problem}: its metadata lacks or mangles {err}.") from err
         for key in ("trial", "seed", "steps", "train_loss", "diverged", "diverged_step"):
             fields[key] = array(key)
+        if version >= 2:
+            fields["status"] = array("status")
+            fields["steps_trained"] = array("steps_trained")
         try:
             return cls(**fields)
         except (ValueError, TypeError) as err:
@@ -729,12 +847,21 @@ class SweepResult:
         try:
             best = repr(self.best)
         except ValueError:
-            best = "none, every trial diverged"
+            status = self._trial_stats(self.metric, self.mode).status
+            if np.any(status == "completed") or np.all(status == "diverged"):
+                best = "none, every trial diverged"
+            else:
+                best = "none, no trial reached the full budget"
+        others = "".join(
+            f", {count} {name}"
+            for name in ("stopped", "running")
+            if (count := int(np.sum(self.status == name)))
+        )
         return (
             f"SweepResult({self.n_members} members ({self.n_trials} trials × "
             f"{self.n_seeds} seeds), {self.steps.size} record points to step "
             f"{int(self.steps[-1])}, metric={self.metric!r} ({self.mode}), "
-            f"{n_diverged} diverged; best: {best})"
+            f"{n_diverged} diverged{others}; best: {best})"
         )
 
     # ------------------------------------------------------------------ internals
@@ -772,10 +899,19 @@ class SweepResult:
             deviation = (final - mean[inverse]) ** 2
         std = np.sqrt(np.bincount(inverse, weights=deviation, minlength=size) / count)
         n_diverged = np.bincount(inverse, weights=self.diverged, minlength=size).astype(np.int64)
+        # A trial's status is its worst seed's; trials rank by status, then by score.
+        member_rank = np.zeros(self.n_members, np.int64)
+        for i, name in enumerate(_STATUSES):
+            member_rank[self.status == name] = i
+        rank = np.zeros(size, np.int64)
+        np.maximum.at(rank, inverse, member_rank)
+        status = np.asarray(_STATUSES)[rank]
+        steps_trained = np.bincount(inverse, weights=self.steps_trained, minlength=size) / count
         finite = np.isfinite(mean)
         score = np.where(finite, mean if mode == "min" else -mean, 0.0)
-        order = np.lexsort((trials, n_diverged, score, ~finite))
-        return _TrialStats(trials, first, inverse, final, mean, std, count, n_diverged, order)
+        order = np.lexsort((trials, n_diverged, score, ~finite, rank))
+        return _TrialStats(trials, first, inverse, final, mean, std, count, n_diverged, status,
+                           steps_trained, order)
 
     def _numeric(self, name: str) -> np.ndarray | None:
         """The column `name` as float64 if it is numeric (not bool), else None."""
@@ -862,6 +998,38 @@ def _int_vector(name: str, value: Any, n: int | None = None) -> np.ndarray:
     return array
 
 
+def _status_vector(value: Any, diverged: np.ndarray, n: int) -> np.ndarray:
+    """`status` as a str array [N], derived from `diverged` when None, else checked."""
+    if value is None:
+        return np.where(diverged, "diverged", "completed")
+    allowed = ", ".join(repr(s) for s in _STATUSES)
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"`status` must be a 1-D array [N], got shape {array.shape}.")
+    if array.dtype.kind not in "UO" or not all(isinstance(v, str) for v in array):
+        raise TypeError(
+            f"`status` must hold strings, one of {allowed} per member, got dtype "
+            f"{array.dtype}."
+        )
+    _check_length("status", array, n)
+    array = array.astype(str)
+    bad = np.flatnonzero(~np.isin(array, _STATUSES))
+    if bad.size:
+        raise ValueError(
+            f"member {bad[0]} has status={str(array[bad[0]])!r}; `status` must be one of "
+            f"{allowed}."
+        )
+    bad = np.flatnonzero(diverged != (array == "diverged"))
+    if bad.size:
+        member = bad[0]
+        raise ValueError(
+            f"member {member} has status={str(array[member])!r} but diverged="
+            f"{bool(diverged[member])}; `status` is 'diverged' exactly for the members "
+            "marked in `diverged` (pass status=None to derive it from `diverged`)."
+        )
+    return array
+
+
 def _curve_array(name: str, value: Any, n: int, c: int) -> np.ndarray:
     array = np.asarray(value)
     if array.shape != (n, c):
@@ -904,7 +1072,7 @@ def _hparam_column(name: str, value: Any, n: int) -> np.ndarray:
 def _check_names(hparams: dict[str, np.ndarray], metrics: dict[str, np.ndarray]) -> None:
     """Hyperparameter names must not collide with the columns `to_pandas`/`summary` make."""
     taken = {"member", "trial", "seed", "step", "train_loss", "diverged", "diverged_step",
-             "n_seeds", "n_diverged"}
+             "n_seeds", "n_diverged", "status", "steps_trained"}
     for name in ("train_loss", *metrics):
         taken.update((name, f"final_{name}", f"{name}_mean", f"{name}_std"))
     for name in hparams:
@@ -971,15 +1139,66 @@ def _format_value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+# Scales for hyperparameter axes and colours: log once positive values span more than a
+# decade; symmetric-log (linear near 0) for values with 0 or negatives only from two
+# decades on, as its linear region around 0 takes room of its own.
+_LOG_SPAN = 10.0
+_SYMLOG_SPAN = 100.0
+_CATEGORICAL_MAX = 8  # at most this many distinct values: a tick at each one
+
+
+def _scale(values: np.ndarray) -> tuple[str, float | None]:
+    """("log" | "symlog" | "linear", the symlog linthresh) for a numeric column."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "linear", None
+    magnitudes = np.abs(values[values != 0])
+    if magnitudes.size == 0:
+        return "linear", None
+    low, high = float(magnitudes.min()), float(magnitudes.max())
+    if np.all(values > 0):
+        return ("log", None) if high > _LOG_SPAN * low else ("linear", None)
+    if high >= _SYMLOG_SPAN * low:
+        return "symlog", low
+    return "linear", None
+
+
+def _set_hparam_axis(ax: Any, values: np.ndarray) -> None:
+    """The x axis of a metric-vs-hyperparameter panel: scale, and ticks at few values."""
+    scale, linthresh = _scale(values)
+    if scale == "symlog":
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+    else:
+        ax.set_xscale(scale)
+    distinct = np.unique(values[np.isfinite(values)])
+    if 1 < distinct.size <= _CATEGORICAL_MAX:
+        from matplotlib.ticker import NullLocator
+
+        ax.set_xticks(distinct, [_format_value(float(v)) for v in distinct])
+        ax.xaxis.set_minor_locator(NullLocator())
+
+
 def _norm(colors: Any, values: np.ndarray):
-    low, high = float(values.min()), float(values.max())
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    scale, linthresh = _scale(values)
     if low > 0:
         if low == high:
             low, high = low / 2, high * 2
         return colors.LogNorm(vmin=low, vmax=high)
+    if scale == "symlog":
+        return colors.SymLogNorm(linthresh=linthresh, linscale=0.5, vmin=low, vmax=high, base=10)
     if low == high:
         low, high = low - 1, high + 1
     return colors.Normalize(vmin=low, vmax=high)
+
+
+def _last_finite(steps: np.ndarray, curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The step and value of each curve's last finite point (curves with none skipped)."""
+    seen = np.isfinite(curves)
+    last = seen.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1)
+    rows = np.flatnonzero(seen.any(axis=1))
+    return steps[last[rows]], curves[rows, last[rows]]
 
 
 def _json_column(name: str, column: np.ndarray) -> list:
@@ -1023,3 +1242,100 @@ def _restore_dtype(array: np.ndarray, dtype_name: str, problem: str) -> np.ndarr
     if dtype is None or np.dtype(dtype).itemsize != array.dtype.itemsize:
         raise ValueError(f"{problem}: a `params` leaf has dtype {array.dtype}, not {dtype_name}.")
     return array.view(dtype)
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _write_atomically(path: str, write: Any) -> None:
+    """Calls `write(file)` on a temporary file beside `path`, then renames it onto `path`.
+
+    `os.replace` is atomic on POSIX and Windows when both names are on one file system,
+    hence the same directory. The temporary file is opened like `open(path, "wb")` would
+    (mode 0o666 less the umask), not 0o600 as `tempfile` would make it.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f"{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Makes the rename itself durable where the platform allows (POSIX)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _path_entries(key_path: tuple) -> list[dict[str, Any]]:
+    """A `jax.tree_util` key path as JSON: {"key": k} (dict key), {"index": i} (sequence
+    position) or {"attr": name} (named field), one per level."""
+    entries: list[dict[str, Any]] = []
+    for entry in key_path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            key = entry.key
+            if isinstance(key, np.integer):
+                key = int(key)
+            entries.append({"key": key if isinstance(key, (str, int)) else str(key)})
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            entries.append({"index": int(entry.idx)})
+        elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
+            entries.append({"index": int(entry.key)})
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            entries.append({"attr": entry.name})
+        else:  # a custom node's own key type
+            entries.append({"key": str(entry)})
+    return entries
+
+
+def _params_tree(leaves: list[tuple[Any, np.ndarray]], problem: str) -> Any:
+    """Rebuilds nested dicts and lists from (key path entries, leaf) pairs."""
+    for path, _ in leaves:
+        if not isinstance(path, list) or not all(_path_entry_ok(e) for e in path):
+            raise ValueError(f"{problem}: a `params` key path is mangled: {path!r}.")
+    return _params_node(leaves, problem)
+
+
+def _path_entry_ok(entry: Any) -> bool:
+    if not isinstance(entry, dict) or len(entry) != 1:
+        return False
+    (kind, value), = entry.items()
+    if kind == "index":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return (kind == "attr" and isinstance(value, str)) or (
+        kind == "key" and isinstance(value, (str, int))
+    )
+
+
+def _params_node(leaves: list[tuple[list, np.ndarray]], problem: str) -> Any:
+    if len(leaves) == 1 and not leaves[0][0]:
+        return leaves[0][1]
+    kinds = {"list" if path and "index" in path[0] else "dict" for path, _ in leaves}
+    if any(not path for path, _ in leaves) or len(kinds) != 1:
+        raise ValueError(f"{problem}: its `params` key paths do not form a tree.")
+    children: dict[Any, list] = {}
+    for path, leaf in leaves:
+        (_, key), = path[0].items()
+        children.setdefault(key, []).append((path[1:], leaf))
+    if kinds == {"dict"}:
+        return {key: _params_node(child, problem) for key, child in children.items()}
+    # Positions with no leaves (e.g. an optax EmptyState) hold None, an empty subtree.
+    node: list[Any] = [None] * (max(children) + 1)
+    for index, child in children.items():
+        node[index] = _params_node(child, problem)
+    return node

@@ -1,11 +1,17 @@
 """Tests for `jaxtune.results`: SweepResult built by hand from arrays with known answers."""
 
+import errno
 import io
 import json
+import os
+import subprocess
 import sys
 import zipfile
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import matplotlib.colors
 import matplotlib.figure
 import numpy as np
 import pandas as pd
@@ -43,20 +49,20 @@ ACCURACY = np.array(
 
 
 def make(**overrides):
-    fields = dict(
-        hparams={
+    fields = {
+        "hparams": {
             "learning_rate": np.array([0.1, 0.1, 0.01, 0.01, 1.0, 1.0], np.float32),
             "weight_decay": np.array([0.0, 0.0, 1e-4, 1e-4, 1e-2, 1e-2], np.float32),
             "optimizer": np.array(["adam", "adam", "sgd", "sgd", "adam", "adam"], object),
         },
-        trial=np.array([0, 0, 1, 1, 2, 2], np.int32),
-        seed=np.array([0, 1, 0, 1, 0, 1], np.int32),
-        steps=np.array([10, 20, 30], np.int32),
-        train_loss=TRAIN_LOSS,
-        metrics={"accuracy": ACCURACY},
-        diverged=np.array([False, False, False, False, True, False]),
-        diverged_step=np.array([-1, -1, -1, -1, 15, -1], np.int32),
-    )
+        "trial": np.array([0, 0, 1, 1, 2, 2], np.int32),
+        "seed": np.array([0, 1, 0, 1, 0, 1], np.int32),
+        "steps": np.array([10, 20, 30], np.int32),
+        "train_loss": TRAIN_LOSS,
+        "metrics": {"accuracy": ACCURACY},
+        "diverged": np.array([False, False, False, False, True, False]),
+        "diverged_step": np.array([-1, -1, -1, -1, 15, -1], np.int32),
+    }
     fields.update(overrides)
     return SweepResult(**fields)
 
@@ -147,7 +153,7 @@ def test_every_trial_diverged():
         diverged=np.ones(6, bool), diverged_step=np.full(6, 5, np.int32),
     )
     with pytest.raises(ValueError, match="every trial diverged.*6 of 6 members diverged"):
-        result.best
+        _ = result.best
     assert "none, every trial diverged" in repr(result)
 
 
@@ -200,8 +206,10 @@ def test_summary_columns_order_and_stats():
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns) == [
         "trial", "learning_rate", "weight_decay", "optimizer",
-        "train_loss_mean", "train_loss_std", "n_seeds", "n_diverged",
+        "train_loss_mean", "train_loss_std", "n_seeds", "n_diverged", "status", "steps_trained",
     ]
+    assert frame["status"].tolist() == ["completed", "completed", "diverged"]
+    assert frame["steps_trained"].tolist() == [30.0, 30.0, 30.0]
     assert frame.index.name == "rank"
     assert frame["trial"].tolist() == [0, 1, 2]
     np.testing.assert_allclose(frame["train_loss_mean"][:2], [0.6, 0.85], rtol=1e-6)
@@ -278,9 +286,12 @@ def test_to_pandas_members():
     frame = make().to_pandas()
     assert list(frame.columns) == [
         "member", "trial", "seed", "learning_rate", "weight_decay", "optimizer",
-        "final_train_loss", "final_accuracy", "diverged", "diverged_step",
+        "final_train_loss", "final_accuracy", "diverged", "diverged_step", "status",
+        "steps_trained",
     ]
-    assert frame.shape == (6, 10)
+    assert frame.shape == (6, 12)
+    assert frame["status"].tolist() == ["completed"] * 4 + ["diverged", "completed"]
+    assert frame["steps_trained"].tolist() == [30] * 6
     assert frame["member"].tolist() == list(range(6))
     assert frame["diverged_step"].tolist() == [-1, -1, -1, -1, 15, -1]
     assert np.isnan(frame["final_accuracy"][4])
@@ -337,7 +348,13 @@ def test_plot_axes_and_png(tmp_path):
     assert curves.get_ylabel() == "training loss"
     assert [ax.get_xlabel() for ax in figure.axes[1:3]] == ["learning_rate", "weight_decay"]
     assert figure.axes[1].get_xscale() == "log"  # 0.01..1 spans two decades
-    assert figure.axes[2].get_xscale() == "linear"  # weight_decay includes 0
+    # weight_decay is 0, 1e-4, 1e-2: symmetric log, linear up to the smallest nonzero value
+    assert figure.axes[2].get_xscale() == "symlog"
+    np.testing.assert_allclose(figure.axes[2].xaxis.get_transform().linthresh, 1e-4, rtol=1e-6)
+    # three distinct values: a tick at each, labelled as the value
+    np.testing.assert_allclose(figure.axes[2].get_xticks(), [0.0, 1e-4, 1e-2], rtol=1e-6)
+    labels = [label.get_text() for label in figure.axes[2].get_xticklabels()]
+    assert labels == ["0", "0.0001", "0.01"]
     assert figure.axes[3].get_ylabel() == "learning_rate"  # the colorbar
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the diverged trial is left out of the metric panels: two finite trials + the star
@@ -376,7 +393,8 @@ def test_plot_metric_without_known_direction_has_no_star():
 
 
 def assert_same(a: SweepResult, b: SweepResult) -> None:
-    for name in ("trial", "seed", "steps", "train_loss", "diverged", "diverged_step"):
+    for name in ("trial", "seed", "steps", "train_loss", "diverged", "diverged_step", "status",
+                 "steps_trained"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype, name
         np.testing.assert_array_equal(x, y, strict=True)
@@ -434,10 +452,11 @@ def test_round_trip_static_values_and_params(tmp_path):
     loaded = SweepResult.load(path)
     assert_same(result, loaded)
     assert loaded.hparams["widths"][4] == [16, 8]
-    assert set(loaded.params) == {"['dense']['b']", "['dense']['w']", "['layers'][0]"}
-    np.testing.assert_array_equal(loaded.params["['dense']['w']"], np.arange(12.0).reshape(6, 2))
-    assert loaded.params["['dense']['b']"].dtype == jnp.bfloat16
-    assert loaded.params["['layers'][0]"].dtype == np.int32
+    assert set(loaded.params) == {"dense", "layers"}
+    np.testing.assert_array_equal(loaded.params["dense"]["w"], np.arange(12.0).reshape(6, 2))
+    assert loaded.params["dense"]["b"].dtype == jnp.bfloat16
+    assert isinstance(loaded.params["layers"], list)
+    assert loaded.params["layers"][0].dtype == np.int32
 
 
 def test_save_writes_exactly_the_path(tmp_path):
@@ -537,7 +556,7 @@ def test_load_bad_metadata(tmp_path):
         SweepResult.load(path)
     meta = json.loads(str(arrays["__meta__"]))
     write_npz(path, **{**arrays, "__meta__": np.array(json.dumps({**meta, "version": 99}))})
-    message = "holds SweepResult format version 99, this jaxtune reads version 1"
+    message = "holds SweepResult format version 99, this jaxtune reads versions 1, 2"
     with pytest.raises(ValueError, match=message):
         SweepResult.load(path)
     del meta["hparams"]
@@ -657,3 +676,436 @@ def test_repr():
     assert "metric='accuracy' (max), 1 diverged" in text
     best = "best: learning_rate=0.01, weight_decay=0.0001, optimizer='sgd' -> accuracy 0.985"
     assert best in text
+
+
+# ---------------------------------------------------------------------- member status
+
+# 4 trials x 2 seeds of an adaptive sweep, recorded at steps 10, 20, 30.
+# trial 0: both seeds completed (0.6, 0.8 -> 0.7).
+# trial 1: both seeds stopped at step 10 with the best scores of all (0.3, 0.5 -> 0.4):
+#          a rule that ignored the status would make it the best.
+# trial 2: seed 0 completed (0.65), seed 1 stopped at step 20 (0.9) -> 0.775, stopped.
+# trial 3: seed 0 diverged, seed 1 completed.
+ADAPTIVE_LOSS = np.array(
+    [
+        [2.0, 1.0, 0.6],
+        [2.0, 1.2, 0.8],
+        [0.3, nan, nan],
+        [0.5, nan, nan],
+        [1.0, 0.8, 0.65],
+        [1.5, 0.9, nan],
+        [1.0, nan, nan],
+        [0.2, 0.1, 0.05],
+    ],
+    np.float32,
+)
+
+
+def make_adaptive(**overrides):
+    fields = {
+        "hparams": {
+            "learning_rate": np.repeat(np.float32([0.1, 1.0, 0.01, 3.0]), 2),
+            "weight_decay": np.repeat(np.float32([0.0, 1e-4, 1e-3, 1e-2]), 2),
+        },
+        "trial": np.repeat(np.arange(4), 2),
+        "seed": np.tile(np.arange(2), 4),
+        "steps": np.array([10, 20, 30]),
+        "train_loss": ADAPTIVE_LOSS,
+        "metrics": {},
+        "diverged": np.array([False] * 6 + [True, False]),
+        "diverged_step": np.array([-1] * 6 + [12, -1]),
+        "status": np.array(["completed", "completed", "stopped", "stopped", "completed",
+                            "stopped", "diverged", "completed"]),
+        "steps_trained": np.array([30, 30, 10, 10, 30, 20, 20, 30]),
+    }
+    fields.update(overrides)
+    return SweepResult(**fields)
+
+
+def test_status_and_steps_trained_default_from_diverged_and_steps():
+    result = make()
+    assert result.status.tolist() == ["completed"] * 4 + ["diverged", "completed"]
+    assert result.steps_trained.tolist() == [30] * 6
+    assert result.steps_trained.dtype == result.steps.dtype
+
+
+def test_final_reads_the_last_record_point_reached():
+    result = make_adaptive()
+    np.testing.assert_array_equal(
+        result.final(), np.float32([0.6, 0.8, 0.3, 0.5, 0.65, 0.9, nan, 0.05])
+    )
+    # Between record points: the last one at or before steps_trained; before the first: NaN.
+    partial = make_adaptive(steps_trained=np.array([30, 29, 10, 9, 30, 25, 20, 30]))
+    final = partial.final()
+    np.testing.assert_array_equal(final[[0, 1, 2, 4, 5, 7]], np.float32([0.6, 1.2, 0.3, 0.65,
+                                                                          0.9, 0.05]))
+    assert np.isnan(final[3]) and np.isnan(final[6])
+
+
+def test_completed_trials_rank_first_then_stopped_then_diverged():
+    result = make_adaptive()
+    frame = result.summary()
+    assert frame["trial"].tolist() == [0, 1, 2, 3]
+    assert frame["status"].tolist() == ["completed", "stopped", "stopped", "diverged"]
+    assert frame["steps_trained"].tolist() == [30.0, 10.0, 25.0, 25.0]
+    np.testing.assert_allclose(frame["train_loss_mean"][:3], [0.7, 0.4, 0.775], rtol=1e-6)
+    best = result.best
+    assert best.trial == 0  # not trial 1, whose seeds were stopped at better scores
+    np.testing.assert_allclose(best.values, [0.6, 0.8], rtol=1e-6)
+    assert result.top(2)["trial"].tolist() == [0, 1]
+    # Maximising: stopped trials still rank after every completed one.
+    assert result.summary(mode="max")["trial"].tolist() == [0, 2, 1, 3]
+
+
+def test_running_trials_rank_between_completed_and_stopped():
+    status = np.array(["completed", "completed", "running", "running", "completed",
+                       "stopped", "diverged", "completed"])
+    frame = make_adaptive(status=status).summary()
+    assert frame["status"].tolist() == ["completed", "running", "stopped", "diverged"]
+
+
+def test_no_trial_completed():
+    status = np.array(["stopped"] * 6 + ["diverged", "stopped"])
+    result = make_adaptive(status=status)
+    message = (r"no trial reached the full budget on every seed \(7 stopped, 1 diverged, of 8 "
+               r"members\)")
+    with pytest.raises(ValueError, match=message):
+        result.best_config()
+    text = repr(result)
+    assert "1 diverged, 7 stopped; best: none, no trial reached the full budget" in text
+    # summary and top still rank them, by their score when they stopped
+    assert result.top(2)["trial"].tolist() == [1, 0]
+    running = make_adaptive(status=np.array(["running"] * 6 + ["diverged", "running"]))
+    with pytest.raises(ValueError, match=r"\(1 diverged, 7 running, of 8 members\)"):
+        _ = running.best
+    assert "1 diverged, 7 running; best: none" in repr(running)
+
+
+def test_repr_counts_stopped_members():
+    text = repr(make_adaptive())
+    assert "1 diverged, 3 stopped; best: learning_rate=0.1, weight_decay=0 -> train_loss 0.7" \
+        in text
+    assert "stopped" not in repr(make())
+
+
+def test_to_pandas_status_columns():
+    frame = make_adaptive().to_pandas()
+    assert frame["status"].tolist() == make_adaptive().status.tolist()
+    assert frame["steps_trained"].tolist() == [30, 30, 10, 10, 30, 20, 20, 30]
+    np.testing.assert_array_equal(frame["final_train_loss"], make_adaptive().final())
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"status": np.array(["completed"] * 7)}, ValueError,
+         "`status` has 7 entries but `trial` has 8"),
+        ({"status": np.zeros(8)}, TypeError, "`status` must hold strings, one of 'completed'"),
+        ({"status": np.array([["completed"] * 8])}, ValueError,
+         r"`status` must be a 1-D array \[N\]"),
+        ({"status": np.array(["completed"] * 6 + ["diverged", "done"])}, ValueError,
+         (r"member 7 has status='done'; `status` must be one of 'completed', 'running', "
+          r"'stopped', 'diverged'")),
+        ({"status": np.array(["completed"] * 8)}, ValueError,
+         r"member 6 has status='completed' but diverged=True; `status` is 'diverged' exactly"),
+        ({"status": np.array(["diverged"] * 7 + ["completed"])}, ValueError,
+         r"member 0 has status='diverged' but diverged=False"),
+        ({"steps_trained": np.arange(7)}, ValueError,
+         "`steps_trained` has 7 entries but `trial` has 8"),
+        ({"steps_trained": np.full(8, 30.0)}, TypeError,
+         "`steps_trained` must hold integers, got dtype float64"),
+        ({"steps_trained": np.array([30] * 7 + [-1])}, ValueError,
+         "`steps_trained` must be non-negative"),
+        ({"hparams": {"status": np.zeros(8)}}, ValueError,
+         "hyperparameter name `status` collides"),
+    ],
+)
+def test_status_validation(overrides, error, message):
+    with pytest.raises(error, match=message):
+        make_adaptive(**overrides)
+
+
+def test_status_accepts_lists_and_object_arrays():
+    listed = make_adaptive(status=list(make_adaptive().status))
+    assert listed.status.tolist() == make_adaptive().status.tolist()
+    objects = make_adaptive(status=make_adaptive().status.astype(object))
+    assert objects.status.dtype.kind == "U"
+
+
+def test_plot_with_stopped_members(tmp_path):
+    result = make_adaptive()
+    figure = result.plot(path=tmp_path / "adaptive.png")
+    curves, lr_panel, wd_panel = figure.axes[0], figure.axes[1], figure.axes[2]
+    # the stopped members' curves end in a bar at their last recorded point
+    bars = [line for line in curves.lines if line.get_marker() == "|"]
+    assert len(bars) == 1
+    np.testing.assert_array_equal(bars[0].get_xdata(), [10, 10, 20])
+    np.testing.assert_allclose(bars[0].get_ydata(), [0.3, 0.5, 0.9], rtol=1e-6)
+    legend = [text.get_text() for text in curves.get_legend().get_texts()]
+    assert legend == ["diverged: 1 of 8", "stopped early: 3 of 8"]
+    # metric panels: the completed trial filled, the two stopped ones hollow; no NaN point
+    filled = [line for line in lr_panel.lines
+              if line.get_marker() == "o" and line.get_markerfacecolor() != "none"]
+    hollow = [line for line in lr_panel.lines
+              if line.get_marker() == "o" and line.get_markerfacecolor() == "none"]
+    np.testing.assert_allclose(filled[0].get_xdata(), [0.1], rtol=1e-6)
+    np.testing.assert_allclose(hollow[0].get_xdata(), [1.0, 0.01], rtol=1e-6)
+    stars = [line for line in lr_panel.lines if line.get_marker() == "*"]
+    np.testing.assert_allclose(stars[0].get_xdata(), [0.1], rtol=1e-6)
+    # weight decay 0, 1e-4, 1e-3, 1e-2: symlog from 1e-4, a tick at each of the 4 values
+    assert wd_panel.get_xscale() == "symlog"
+    np.testing.assert_allclose(wd_panel.xaxis.get_transform().linthresh, 1e-4, rtol=1e-6)
+    assert len(wd_panel.get_xticks()) == 4
+
+
+def test_plot_colours_span_zero_and_decades():
+    """Colouring by a hyperparameter with 0 and values over decades tells them apart."""
+    result = make_adaptive(status=None, steps_trained=None,
+                           train_loss=np.where(np.isnan(ADAPTIVE_LOSS), 1.0, ADAPTIVE_LOSS))
+    figure = result.plot(hparam="weight_decay")
+    curves = figure.axes[0]
+    alive = [line for line in curves.lines if line.get_linestyle() == "-"]
+    assert len(alive) == 7  # the diverged member is drawn dashed
+    colours = np.array([matplotlib.colors.to_rgb(line.get_color()) for line in alive])
+    # members 0, 2, 4, 7: weight decay 0, 1e-4, 1e-3, 1e-2, evenly apart on symlog
+    steps = np.linalg.norm(np.diff(colours[[0, 2, 4, 6]], axis=0), axis=1)
+    assert np.all(steps > 0.1), steps
+
+
+@pytest.mark.parametrize(
+    "values, scale",
+    [
+        ([1e-4, 1e-3, 1e-2, 1e-2], "log"),
+        ([0.0, 1e-4, 1e-3, 1e-2], "symlog"),
+        ([-1e-2, 0.0, 1e-4, 1e-4], "symlog"),
+        ([0.0, 0.5, 1.0, 2.0], "linear"),  # 0 and less than two decades
+        ([1.0, 2.0, 4.0, 8.0], "linear"),  # positive, less than a decade
+    ],
+)
+def test_plot_hparam_axis_scale(values, scale):
+    column = np.repeat(np.float32(values), 2)
+    result = make_adaptive(hparams={"weight_decay": column})
+    figure = result.plot()
+    assert figure.axes[1].get_xscale() == scale
+
+
+def test_plot_many_distinct_values_keeps_automatic_ticks():
+    column = np.repeat(np.float32([0.0, 1e-4, 1e-3, 1e-2]), 2)
+    result = make_adaptive(
+        hparams={"weight_decay": column}, trial=np.arange(8), seed=np.zeros(8, int),
+    )
+    few = result.plot().axes[1]
+    assert len(few.get_xticks()) == 4
+    values = np.float32([0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 10])
+    many = SweepResult(
+        hparams={"weight_decay": values}, trial=np.arange(9), seed=np.zeros(9, int),
+        steps=np.array([1]), train_loss=np.arange(1.0, 10.0)[:, None], metrics={},
+        diverged=np.zeros(9, bool), diverged_step=np.full(9, -1),
+    ).plot().axes[1]
+    assert many.get_xscale() == "symlog"
+    labels = [label.get_text() for label in many.get_xticklabels()]
+    assert "1e-05" not in labels  # matplotlib's own symlog ticks, not one per value
+
+
+# ---------------------------------------------------------------------- save / load (v2)
+
+
+class AdamLike(NamedTuple):
+    count: np.ndarray
+    mu: dict
+    nu: dict
+
+
+def nested_params(n):
+    return {
+        "dense": {"w": np.arange(2.0 * n).reshape(n, 2), "b": np.zeros((n,), jnp.bfloat16)},
+        "layers": [np.arange(n, dtype=np.int32), {"scale": np.ones((n, 3), np.float32)}],
+        "pair": (np.full((n,), 7, np.int64), np.zeros((n, 1), np.float16)),
+        "opt_state": (
+            AdamLike(count=np.arange(n), mu={"w": np.ones((n, 2))}, nu={"w": np.ones((n, 2))}),
+            (),  # optax's EmptyState-like: no leaves
+        ),
+        "bytes": np.arange(n, dtype=np.uint8),
+    }
+
+
+def test_round_trip_with_status(tmp_path):
+    result = make_adaptive()
+    result.save(tmp_path / "adaptive.npz")
+    loaded = SweepResult.load(tmp_path / "adaptive.npz")
+    assert_same(result, loaded)
+    assert loaded.best.trial == 0
+
+
+def test_load_save_load_is_the_identity_on_params(tmp_path):
+    params = nested_params(6)
+    once_path, twice_path = tmp_path / "once.npz", tmp_path / "twice.npz"
+    make(params=params).save(once_path)
+    once = SweepResult.load(once_path)
+    once.save(twice_path)
+    twice = SweepResult.load(twice_path)
+    assert_same(once, twice)
+    assert jax.tree_util.tree_structure(once.params) == jax.tree_util.tree_structure(twice.params)
+    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(once.params),
+                                 jax.tree_util.tree_leaves_with_path(twice.params)):
+        assert a.dtype == b.dtype, jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(a, b, strict=True)
+    # the tree that comes back: dicts, lists for sequences, dicts for named fields
+    p = once.params
+    assert p["layers"][1]["scale"].shape == (6, 3)
+    assert isinstance(p["pair"], list) and p["pair"][1].dtype == np.float16
+    assert set(p["opt_state"][0]) == {"count", "mu", "nu"}
+    np.testing.assert_array_equal(p["opt_state"][0]["count"], np.arange(6))
+    assert p["dense"]["b"].dtype == jnp.bfloat16
+    assert p["bytes"].dtype == np.uint8
+    # and the original tree's leaves, path for path
+    original = jax.tree_util.tree_leaves(params)
+    assert len(jax.tree_util.tree_leaves(p)) == len(original)
+
+
+def test_params_int_dict_keys_and_a_leading_empty_node(tmp_path):
+    params = {0: np.ones(6), 1: [(), np.zeros((6, 2))]}
+    make(params=params).save(tmp_path / "a.npz")
+    once = SweepResult.load(tmp_path / "a.npz")
+    assert set(once.params) == {0, 1}
+    assert once.params[1][0] is None  # the empty tuple had no leaves: an empty slot
+    once.save(tmp_path / "b.npz")
+    twice = SweepResult.load(tmp_path / "b.npz")
+    assert jax.tree_util.tree_structure(once.params) == jax.tree_util.tree_structure(twice.params)
+
+
+def test_params_that_are_one_array(tmp_path):
+    make(params=np.arange(6.0)).save(tmp_path / "leaf.npz")
+    np.testing.assert_array_equal(SweepResult.load(tmp_path / "leaf.npz").params, np.arange(6.0))
+
+
+def write_version_1(path, result):
+    """A file as jaxtune wrote it before format version 2."""
+    result.save(path)
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    del arrays["status"], arrays["steps_trained"]
+    meta["version"] = 1
+    if meta["params"] is not None:
+        leaves = jax.tree_util.tree_leaves_with_path(result.params)
+        for entry, (key_path, _) in zip(meta["params"], leaves):
+            entry["path"] = jax.tree_util.keystr(key_path)
+    write_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def test_load_version_1(tmp_path):
+    path = tmp_path / "v1.npz"
+    params = {"dense": {"w": np.arange(12.0).reshape(6, 2)}, "layers": [np.zeros(6)]}
+    write_version_1(path, make(params=params))
+    loaded = SweepResult.load(path)
+    assert_same(make(), loaded)  # status and steps_trained derived as for a new result
+    assert set(loaded.params) == {"['dense']['w']", "['layers'][0]"}
+    np.testing.assert_array_equal(loaded.params["['dense']['w']"], params["dense"]["w"])
+    # and saving it again keeps those keys
+    loaded.save(tmp_path / "v2.npz")
+    assert set(SweepResult.load(tmp_path / "v2.npz").params) == set(loaded.params)
+
+
+def test_load_mangled_params_paths(tmp_path):
+    arrays = saved_arrays_with_params(tmp_path)
+    meta = json.loads(str(arrays["__meta__"]))
+    path = tmp_path / "mangled.npz"
+    for mangled, message in [
+        ([{"index": -1}], "a `params` key path is mangled"),
+        ([{"colour": "red"}], "a `params` key path is mangled"),
+        ("['w']", "a `params` key path is mangled"),
+    ]:
+        broken = json.loads(json.dumps(meta))
+        broken["params"][0]["path"] = mangled
+        write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(broken))})
+        with pytest.raises(ValueError, match=message):
+            SweepResult.load(path)
+    broken = json.loads(json.dumps(meta))
+    broken["params"][0]["path"] = [{"index": 0}]  # a list entry beside dict entries
+    write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(broken))})
+    with pytest.raises(ValueError, match="its `params` key paths do not form a tree"):
+        SweepResult.load(path)
+
+
+def saved_arrays_with_params(tmp_path):
+    path = tmp_path / "params.npz"
+    make(params={"a": np.zeros(6), "b": np.ones(6)}).save(path)
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# ---------------------------------------------------------------------- atomic save
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "sweep.npz"
+    make().save(path)
+    before = path.read_bytes()
+
+    def fail_midway(file, **arrays):
+        file.write(b"PK\x03\x04 half of an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", fail_midway)
+    with pytest.raises(OSError, match="No space left on device"):
+        make_adaptive().save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.npz"]  # no temporary file
+    assert_same(make(), SweepResult.load(path))
+
+
+def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
+    def fail(file, **arrays):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", fail)
+    with pytest.raises(KeyboardInterrupt):
+        make().save(tmp_path / "new.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_replaces_and_respects_umask(tmp_path):
+    path = tmp_path / "sweep.npz"
+    make().save(path)
+    make_adaptive().save(path)
+    assert_same(make_adaptive(), SweepResult.load(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+FILE_SIZE_LIMIT_SCRIPT = """
+import resource, signal, sys
+import numpy as np
+from jaxtune.results import SweepResult
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # exceeding the limit: EFBIG, not a kill
+rng = np.random.default_rng(0)
+result = SweepResult(
+    hparams={}, trial=np.arange(4), seed=np.zeros(4, int), steps=np.array([1]),
+    train_loss=np.ones((4, 1)), metrics={}, diverged=np.zeros(4, bool),
+    diverged_step=np.full(4, -1), step_loss=rng.standard_normal((4, 100_000)),
+)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    result.save(sys.argv[1])
+except OSError as error:
+    print("failed:", error.errno)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
+                    reason="RLIMIT_FSIZE as on Linux")
+def test_save_past_the_file_size_limit_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "sweep.npz"
+    make().save(path)
+    before = path.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT_SCRIPT, str(path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert done.stdout.strip() == f"failed: {errno.EFBIG}", done.stderr
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.npz"]
