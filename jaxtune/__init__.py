@@ -73,6 +73,9 @@ from .strategies import (
     SuccessiveHalving as SuccessiveHalving,
 )
 
+# Optional bridges: each imports its library only when used.
+from .integrations import OptunaSearch as OptunaSearch
+
 # Compiled programs, cached for the process and (optionally) on disk.
 from .devices import enable_compilation_cache as enable_compilation_cache
 
@@ -150,6 +153,7 @@ __all__ = [
     "PBT",
     "Report",
     "Strategy",
+    "OptunaSearch",
     "enable_compilation_cache",
     "sweep",
     "BestConfig",

@@ -1,0 +1,240 @@
+"""`jt.OptunaSearch` against a real Optuna study in a SQLite file.
+
+Every sweep here trains the same tiny linear model with the same population shapes,
+so the process compiles its programs once and the later tests reuse them.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optuna
+import pytest
+
+import jaxtune as jt
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STEPS, EVAL_EVERY, SEEDS = 30, 10, 2
+X = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+DATA = (X, 3 * X)
+
+
+def loss_fn(w, batch):
+    return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+
+def make_optimizer(learning_rate, momentum, nesterov_steps, width):
+    del nesterov_steps, width  # in the space only to exercise every distribution
+    return optax.sgd(learning_rate, momentum)
+
+
+SPACE = jt.Space(
+    learning_rate=jt.loguniform(1e-4, 1.0),
+    momentum=jt.uniform(0.0, 0.5),
+    nesterov_steps=jt.randint(1, 3),
+    width=jt.fixed(8),
+)
+
+
+def run(strategy, trials, **kwargs):
+    return jt.sweep(loss_fn, jnp.zeros((1, 1)), make_optimizer, SPACE, data=DATA,
+                    eval_data=DATA, batch_size=16, steps=STEPS, eval_every=EVAL_EVERY,
+                    trials=trials, seeds=SEEDS, progress=False, strategy=strategy, **kwargs)
+
+
+def sqlite_study(tmp_path, pruner=None, name="s", direction="minimize"):
+    return optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name, direction=direction,
+        sampler=optuna.samplers.TPESampler(constant_liar=True, seed=0), pruner=pruner,
+        load_if_exists=True)
+
+
+def reloaded(tmp_path, name="s"):
+    """The study as the database holds it, read by a fresh storage connection."""
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_trials_params_values_and_intermediate_values_are_in_the_database(tmp_path):
+    search = jt.OptunaSearch(sqlite_study(tmp_path, optuna.pruners.NopPruner()), trials=6,
+                             concurrent=2)
+    result = run(search, trials=6)
+    study = reloaded(tmp_path)
+    assert len(study.trials) == 6
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    numbers = search.trial_numbers
+    assert sorted(numbers) == list(range(6)) and sorted(numbers.values()) == list(range(6))
+    curve = result.mean_over_seeds("eval_loss")  # [trials, C], rows in trial order
+    for trial, number in numbers.items():
+        frozen = study.trials[number]
+        assert frozen.user_attrs["jaxtune_trial"] == trial
+        members = np.flatnonzero(result.trial == trial)
+        for name in ("learning_rate", "momentum"):
+            np.testing.assert_allclose(result.hparams[name][members], frozen.params[name],
+                                       rtol=1e-6)
+        assert np.all(result.hparams["nesterov_steps"][members] == frozen.params[
+            "nesterov_steps"])
+        assert "width" not in frozen.params  # fixed: not asked
+        assert sorted(frozen.intermediate_values) == [10, 20, 30]
+        np.testing.assert_allclose([frozen.intermediate_values[s] for s in (10, 20, 30)],
+                                   curve[trial], rtol=1e-6)
+        np.testing.assert_allclose(frozen.value, curve[trial, -1], rtol=1e-6)
+    np.testing.assert_array_equal(search.member_numbers(result),
+                                  [numbers[t] for t in result.trial])
+
+
+def test_result_table_matches_trials_dataframe(tmp_path):
+    search = jt.OptunaSearch(sqlite_study(tmp_path, optuna.pruners.ThresholdPruner(upper=1.0)),
+                             trials=8, concurrent=2)
+    result = run(search, trials=8)
+    summary = result.summary("eval_loss").sort_values("trial").reset_index(drop=True)
+    frame = reloaded(tmp_path).trials_dataframe().set_index("number")
+    frame = frame.loc[[search.trial_numbers[t] for t in summary["trial"]]]
+    np.testing.assert_allclose(summary["learning_rate"], frame["params_learning_rate"],
+                               rtol=1e-6)
+    states = {"completed": "COMPLETE", "stopped": "PRUNED", "diverged": "FAIL"}
+    assert [states[s] for s in summary["status"]] == list(frame["state"])
+    done = (frame["state"] == "COMPLETE").to_numpy()
+    np.testing.assert_allclose(summary["eval_loss_mean"][done], frame["value"][done],
+                               rtol=1e-6)
+
+
+def test_pruned_trials_are_marked_and_their_slots_take_new_trials(tmp_path):
+    # A loss above 1.0 after 10 steps is pruned: slow learning rates are (the loss starts
+    # at 3, 1e-4 barely moves it), fast ones are not.
+    search = jt.OptunaSearch(sqlite_study(tmp_path, optuna.pruners.ThresholdPruner(upper=1.0)),
+                             trials=8, concurrent=2)
+    result = run(search, trials=8)
+    study = reloaded(tmp_path)
+    states = {t.number: t.state for t in study.trials}
+    pruned = [t for t, n in search.trial_numbers.items()
+              if states[n] == optuna.trial.TrialState.PRUNED]
+    assert pruned, "no trial was pruned; the test's threshold no longer separates trials"
+    assert len(study.trials) == 8 and result.n_trials == 8
+    for trial in pruned:
+        members = np.flatnonzero(result.trial == trial)
+        assert np.all(result.status[members] == "stopped")
+        assert np.all(result.steps_trained[members] < STEPS)
+        number = search.trial_numbers[trial]
+        assert max(study.trials[number].intermediate_values) == result.steps_trained[
+            members][0]
+    # Two trials at a time: every trial after the first two entered a freed slot.
+    assert len(states) == 8 > search.concurrent
+
+
+def test_study_created_from_a_storage_url_uses_the_sweeps_mode(tmp_path):
+    url = f"sqlite:///{tmp_path / 'made.db'}"
+    search = jt.OptunaSearch(storage=url, study_name="made", trials=4, concurrent=2, seed=1)
+    run(search, trials=4)
+    study = optuna.load_study(study_name="made", storage=url)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert len(study.trials) == 4
+    assert isinstance(search.study.sampler, optuna.samplers.TPESampler)
+
+
+CRASHING_RUN = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    import jaxtune as jt
+    jt.enable_compilation_cache()
+    import test_optuna as t
+
+    class Crash(jt.OptunaSearch):
+        def decide(self, search, report):
+            decision = super().decide(search, report)
+            finished = sum(f.state.is_finished() for f in self.study.get_trials())
+            if finished >= 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return decision
+
+    import pathlib
+    t.run(Crash(t.sqlite_study(pathlib.Path({path!r})), trials=6, concurrent=2), trials=6)
+""")
+
+
+def test_kill_9_then_the_same_call_continues_the_study(tmp_path):
+    script = CRASHING_RUN.format(tests=os.path.dirname(__file__), path=str(tmp_path))
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=False, timeout=300)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    before = {t.number: t for t in reloaded(tmp_path).trials}
+    running = [n for n, t in before.items() if t.state == optuna.trial.TrialState.RUNNING]
+    finished = {n: t.value for n, t in before.items() if t.state.is_finished()}
+    assert running and len(finished) >= 3
+
+    search = jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2)
+    result = run(search, trials=6)
+    after = {t.number: t for t in reloaded(tmp_path).trials}
+    for number in running:  # interrupted: failed, flagged, not counted
+        assert after[number].state == optuna.trial.TrialState.FAIL
+        assert after[number].user_attrs["jaxtune_interrupted"] is True
+    for number, value in finished.items():  # kept as they were
+        assert after[number].value == value
+    counted = [t for t in after.values() if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED)]
+    assert len(counted) == 6  # nothing counted twice, nothing missing
+    assert result.n_trials == 6 - len(finished)  # only the missing trials were trained
+    assert set(search.trial_numbers.values()).isdisjoint(before)
+
+    with pytest.raises(ValueError, match="already holds 6 finished trials"):
+        run(jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2), trials=6)
+
+
+# -- bad input, each refused before anything compiles ------------------------------------
+
+
+def test_study_direction_must_match_mode(tmp_path):
+    study = sqlite_study(tmp_path, direction="maximize")
+    with pytest.raises(ValueError, match=r"direction is 'maximize' but `mode`='min'.*"
+                                         r"direction='minimize', or pass mode='max'"):
+        run(jt.OptunaSearch(study, trials=4, concurrent=2), trials=4)
+
+
+def test_study_with_other_distributions_is_refused(tmp_path):
+    study = sqlite_study(tmp_path)
+    study.add_trial(optuna.trial.create_trial(
+        params={"learning_rate": 0.5},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(0.1, 2.0)},
+        value=1.0))
+    with pytest.raises(ValueError, match=r"trial 0 drew `learning_rate` from "
+                                         r"FloatDistribution\(.*new `study_name`"):
+        run(jt.OptunaSearch(study, trials=4, concurrent=2), trials=4)
+
+
+def test_storage_that_cannot_be_opened_is_named(tmp_path):
+    url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'study.db'}"
+    with pytest.raises(ValueError, match=r"could not open the study in `storage`="):
+        run(jt.OptunaSearch(storage=url, trials=4, concurrent=2), trials=4)
+
+
+def test_multi_objective_study_is_refused():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    with pytest.raises(ValueError, match="2 objectives"):
+        run(jt.OptunaSearch(study, trials=4), trials=4)
+
+
+def test_arguments_are_checked():
+    with pytest.raises(TypeError, match="`study` must be an optuna.Study"):
+        jt.OptunaSearch("sqlite:///x.db")
+    with pytest.raises(ValueError, match="`concurrent` must be a positive int"):
+        jt.OptunaSearch(concurrent=0)
+    with pytest.raises(ValueError, match="either `study` or the arguments"):
+        jt.OptunaSearch(optuna.create_study(), storage="sqlite:///x.db")
+
+
+def test_without_optuna_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what `import optuna` sees uninstalled
+    with pytest.raises(ImportError, match=r"pip install 'jaxtune\[optuna\]'"):
+        jt.OptunaSearch()
+
+
+def test_import_jaxtune_does_not_import_optuna():
+    code = "import sys, jaxtune; sys.exit('optuna' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
