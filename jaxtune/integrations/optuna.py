@@ -143,6 +143,10 @@ class OptunaSearch(Strategy):
       sampler: when `study` is not given (default: `TPESampler(constant_liar=True, seed=seed)`).
       pruner: when `study` is not given (default: Optuna's `MedianPruner`).
       seed: the default sampler's seed.
+      max_member_steps: a budget of member-steps (optimizer steps of all members,
+        seeds included): no trial is asked once the steps trained plus those the
+        running trials still need would exceed it. Makes searches with and without
+        pruning comparable at equal cost (pruning then buys more trials).
 
     Attributes:
       study: the `optuna.Study`, once the sweep has set the strategy up.
@@ -152,7 +156,7 @@ class OptunaSearch(Strategy):
     def __init__(self, study: Any = None, *, trials: int | None = None, concurrent: int = 32,
                  metric: str | None = None, mode: str | None = None, storage: Any = None,
                  study_name: str | None = None, sampler: Any = None, pruner: Any = None,
-                 seed: int | None = None):
+                 seed: int | None = None, max_member_steps: int | None = None):
         optuna = import_optuna()
         if study is not None and not isinstance(study, optuna.Study):
             raise TypeError(f"`study` must be an optuna.Study, got {type(study).__name__}; "
@@ -170,6 +174,8 @@ class OptunaSearch(Strategy):
         self.sampler = sampler
         self.pruner = pruner
         self.seed = seed
+        self.max_member_steps = (None if max_member_steps is None
+                                 else positive_int("max_member_steps", max_member_steps))
         self.study = study
         self._given_study = study is not None
         self._reset()
@@ -249,7 +255,21 @@ class OptunaSearch(Strategy):
                 f"{self._counted} finished trials, `trials`={self._trials_target}; raise "
                 "`trials` to continue it, or use a new `study_name`."
             )
-        return self._ask(search, min(self._concurrent, remaining), first=0)
+        n = min(self._concurrent, remaining, self._affordable(search))
+        if n <= 0:
+            raise ValueError(
+                f"OptunaSearch: `max_member_steps`={self.max_member_steps} is less than one "
+                f"trial ({search.steps} steps x {search.seeds} seeds); raise it.")
+        return self._ask(search, n, first=0)
+
+    def _affordable(self, search: Search) -> int:
+        """How many more trials fit in `max_member_steps`."""
+        if self.max_member_steps is None:
+            return self._trials_target
+        step = search.step
+        live = np.isin(search.status, ("running", "waiting"))
+        committed = int(step.sum()) + int((search.steps - step[live]).sum())
+        return (self.max_member_steps - committed) // (search.steps * search.seeds)
 
     def decide(self, search: Search, report: Report) -> Decision:
         optuna = import_optuna()
@@ -290,7 +310,8 @@ class OptunaSearch(Strategy):
                     stop.extend(running.tolist())
                     self._tell(trial, state.PRUNED)
                     break
-        free = min(self._concurrent - len(self._active), self._trials_target - self._counted)
+        free = min(self._concurrent - len(self._active), self._trials_target - self._counted,
+                   self._affordable(search))
         start = None
         if free > 0:
             first = int(search.member_trial.max()) + 1 if search.n_members else 0
