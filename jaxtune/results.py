@@ -185,6 +185,8 @@ class SweepResult:
     step_loss: np.ndarray | None = None
     status: np.ndarray | None = None
     steps_trained: np.ndarray | None = None
+    hparam_history: dict[str, np.ndarray] | None = None
+    lineage: np.ndarray | None = None
 
     # ------------------------------------------------------------------ validation
 
@@ -290,6 +292,17 @@ class SweepResult:
             if step_loss.dtype.kind not in "fiu":
                 raise TypeError(f"`step_loss` must hold numbers, got dtype {step_loss.dtype}.")
 
+        hparam_history = None
+        if self.hparam_history is not None:
+            hparam_history = {name: _curve_array(f"hparam_history[{name!r}]", v, n, c)
+                              for name, v in self.hparam_history.items()}
+        lineage = None
+        if self.lineage is not None:
+            lineage = np.asarray(self.lineage, np.int64).reshape(-1, 3)
+            if lineage.size and (np.any(lineage[:, 1:] < 0) or np.any(lineage[:, 1:] >= n)):
+                raise ValueError(f"`lineage` rows are (step, target, source) with members in "
+                                 f"0..{n - 1}, got {_show(lineage)}.")
+
         if self.params is not None:
             leaves, _ = jax.tree_util.tree_flatten_with_path(self.params)
             for path, leaf in leaves:
@@ -327,6 +340,8 @@ class SweepResult:
         put("step_loss", step_loss)
         put("status", status)
         put("steps_trained", steps_trained)
+        put("hparam_history", hparam_history)
+        put("lineage", lineage)
 
     # ------------------------------------------------------------------ sizes
 
@@ -491,6 +506,70 @@ class SweepResult:
         )
 
     # ------------------------------------------------------------------ export
+
+    def hparam_schedule(self, member: int | None = None) -> dict[str, np.ndarray]:
+        """A member's dynamic hyperparameters over steps (e.g. under PBT): "step" and each name.
+
+        Args:
+          member: the member (default: the best member of the best configuration).
+
+        Returns:
+          {"step": int [K], name: [K] ...} at the K record points the member reached.
+        """
+        if not self.hparam_history:
+            raise ValueError("this result has no `hparam_history`; sweeps record one for every "
+                             "dynamic hyperparameter (a result built by hand can pass it).")
+        if member is None:
+            members = np.flatnonzero(self.trial == self.best.trial)
+            member = int(members[np.argmax(self.mode_sign * self.final()[members])]) \
+                if members.size > 1 else int(members[0])
+        if isinstance(member, bool) or not isinstance(member, int | np.integer) or not (
+                0 <= member < self.n_members):
+            raise ValueError(f"`member` must be a member index 0..{self.n_members - 1}, got "
+                             f"member={member!r}.")
+        reached = self.steps <= self.steps_trained[member]
+        out = {"step": self.steps[reached]}
+        out.update({name: h[member, reached] for name, h in self.hparam_history.items()})
+        return out
+
+    @property
+    def mode_sign(self) -> int:
+        """+1 when higher `metric` is better, -1 when lower is."""
+        return 1 if self.mode == "max" else -1
+
+    def plot_schedule(self, name: str | None = None, members: Any = None, ax: Any = None):
+        """Hyperparameter `name` over steps for `members` (default: all), copies marked.
+
+        Each copy of the lineage (step, target, source) is drawn as a dotted jump from
+        the source's value to the target's new one.
+        """
+        _require("matplotlib", "plot_schedule")
+        import matplotlib.pyplot as plt
+
+        if not self.hparam_history:
+            raise ValueError("this result has no `hparam_history` to plot.")
+        name = next(iter(self.hparam_history)) if name is None else name
+        if name not in self.hparam_history:
+            raise ValueError(f"`name` must be one of {sorted(self.hparam_history)}, got "
+                             f"name={name!r}.")
+        history = self.hparam_history[name]
+        members = np.arange(self.n_members) if members is None else np.asarray(members, int)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        for m in members:
+            ax.plot(self.steps, history[m], drawstyle="steps-post", alpha=0.7, linewidth=1)
+        for step, target, source in (self.lineage if self.lineage is not None else []):
+            if target in members:
+                column = int(np.searchsorted(self.steps, step))
+                after = min(column + 1, self.steps.size - 1)
+                ax.plot([step, step], [history[source, column], history[target, after]],
+                        ":", color="grey", linewidth=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        positive = history[np.isfinite(history)]
+        if positive.size and np.all(positive > 0) and positive.max() / positive.min() > 20:
+            ax.set_yscale("log")
+        return ax
 
     def to_pandas(self, curves: bool = False):
         """The result as a tidy pandas DataFrame.
@@ -702,6 +781,10 @@ class SweepResult:
         }
         if self.step_loss is not None:
             arrays["step_loss"] = self.step_loss
+        for name, history in (self.hparam_history or {}).items():
+            arrays[f"hparam_history:{name}"] = history
+        if self.lineage is not None:
+            arrays["lineage"] = self.lineage
         hparams_meta = []
         for i, (name, column) in enumerate(self.hparams.items()):
             if column.dtype == object:
@@ -827,6 +910,9 @@ class SweepResult:
                 "hparams": hparams, "metrics": metrics, "params": params,
                 "metric": meta["metric"], "mode": meta["mode"], "timing": meta["timing"],
                 "step_loss": arrays.get("step_loss"),
+                "lineage": arrays.get("lineage"),
+                "hparam_history": {key.split(":", 1)[1]: arrays[key] for key in arrays
+                                   if key.startswith("hparam_history:")} or None,
             }
         except (KeyError, TypeError) as err:
             raise ValueError(f"{problem}: its metadata lacks or mangles {err}.") from err

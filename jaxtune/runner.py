@@ -658,6 +658,8 @@ class Runner:
             step_loss=recorder.step_loss,
             status=status,
             steps_trained=self.member_step.copy(),
+            hparam_history={k: v.copy() for k, v in recorder.hparam_history.items()},
+            lineage=np.asarray(recorder.lineage, np.int64).reshape(-1, 3),
         )
 
     def _stacked_params(self) -> Any:

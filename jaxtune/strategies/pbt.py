@@ -66,8 +66,8 @@ class PBT(Strategy):
       ...                   jt.Space(learning_rate=jt.loguniform(1e-4, 1.0)), data=(x, y),
       ...                   batch_size=32, steps=60, eval_every=10, trials=8, progress=False,
       ...                   strategy=jt.PBT(ready=20, fraction=0.25))
-      >>> sorted(set(result.steps_trained.tolist()))
-      [60]
+      >>> result.lineage.shape  # (step, target, source): 2 copies at steps 20 and 40
+      (4, 3)
 
     Args:
       ready: steps between exploit/explore rounds; a multiple of the sweep's
