@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                       help="CPU cores to shard the members over (default: all)")
     demo.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    demo.add_argument("--optuna", action="store_true",
+                      help="search with Optuna (TPE, constant liar, median pruning) instead of "
+                           "--sampler; needs `pip install 'jaxtune[optuna]'`")
+    demo.add_argument("--storage", default=None, metavar="URL",
+                      help="with --optuna: the study's storage, e.g. sqlite:///study.db; the same "
+                           "command again continues the study (default: in memory)")
+    demo.add_argument("--study-name", default="jaxtune-demo", metavar="NAME",
+                      help="with --optuna: the study's name (default: jaxtune-demo)")
     return parser
 
 
@@ -47,6 +55,9 @@ def _demo(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"jaxtune demo: --{name.replace('_', '-')} must be positive", file=sys.stderr)
             return 2
+    if args.storage is not None and not args.optuna:
+        print("jaxtune demo: --storage needs --optuna", file=sys.stderr)
+        return 2
 
     import jaxtune as jt
 
@@ -62,10 +73,25 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, {args.steps} steps, "
           f"on {len(devices)} {devices[0].platform} device(s)")
     start = time.perf_counter()
-    result = digits_sweep(
-        trials=args.trials, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
-        sampler=args.sampler, seed=args.seed, progress=not args.no_progress,
-    )
+    extra = {}
+    if args.optuna:
+        try:
+            extra["strategy"] = search = jt.OptunaSearch(
+                storage=args.storage, study_name=args.study_name, trials=args.trials,
+                seed=args.seed)
+        except ImportError as error:
+            print(f"jaxtune demo: {error}", file=sys.stderr)
+            return 2
+    try:
+        result = digits_sweep(
+            trials=args.trials, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
+            sampler=args.sampler, seed=args.seed, progress=not args.no_progress, **extra,
+        )
+    except ValueError as error:
+        if not args.optuna:
+            raise
+        print(f"jaxtune demo: {error}", file=sys.stderr)  # the study: storage, direction...
+        return 2
     elapsed = time.perf_counter() - start
 
     with pd.option_context("display.width", 120, "display.max_columns", 20,
@@ -76,6 +102,11 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"total {elapsed:.1f} s (compile {timing['compile_s']:.1f} s, "
           f"{timing['member_steps_per_s']:,.0f} member-steps/s); "
           f"{int(result.diverged.sum())} of {result.n_members} members diverged")
+    if args.optuna:
+        states = [t.state.name for t in search.study.trials]
+        print(f"study {args.study_name!r}"
+              + (f" in {args.storage}" if args.storage else "") + f": {len(states)} trials ("
+              + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))) + ")")
     result.plot(path=args.output)
     print(f"plot written to {args.output}")
     if args.save:
