@@ -505,8 +505,8 @@ class Trainer:
             shown = (f"shape {loss.shape}, dtype {loss.dtype}" if isinstance(loss, jax.Array)
                      else f"a {type(loss).__name__} ({loss!r})")
             raise ValueError(
-                f"`loss_fn` must return a scalar floating-point JAX array computed from "
-                f"`params`, got {shown}; reduce it with e.g. `jnp.mean`."
+                f"`loss_fn` must return a scalar floating-point loss (a JAX array computed "
+                f"from `params`), got {shown}; reduce it with e.g. `jnp.mean`."
             )
         eval_names: tuple[str, ...] = ()
         if f.eval_fn is not None:

@@ -169,8 +169,8 @@ def sweep(
     if members_in_flight is not None:
         members_in_flight = positive_int("members_in_flight", members_in_flight)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-    if mode is not None:
-        one_of("mode", mode, ("min", "max"))
+    if mode is not None and (not isinstance(mode, str) or mode not in ("min", "max")):
+        raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
     record_step_loss = boolean("record_step_loss", record_step_loss)
     keep_params = boolean("keep_params", keep_params)
     progress = boolean("progress", progress)

@@ -48,10 +48,10 @@ def run(t, learning_rate, momentum, seed, steps=20):
 
 def hand_written_run(learning_rate, momentum, seed, steps, t):
     """The same training, written directly for one member with optax, no vmap."""
-    params = init_fn(jax.random.fold_in(t._keys[0], seed))
+    params = init_fn(t.init_key(seed))
     optimizer = optax.sgd(learning_rate, momentum=momentum)
     opt_state = optimizer.init(params)
-    indices = np.asarray(t._batch_indices(jnp.int32(0), steps))[seed]
+    indices = t.minibatch_indices(seed, 0, steps)
     for i in range(steps):
         batch = (X[indices[i]], Y[indices[i]])
         grads = jax.grad(mse)(params, batch)
@@ -97,7 +97,7 @@ def test_same_seed_same_data_and_init_different_seed_differs():
 
 def test_minibatches_without_replacement_within_each_epoch():
     t = trainer(batch_size=32)  # 200 examples: 6 batches per epoch, 8 examples left out
-    indices = np.asarray(t._batch_indices(jnp.int32(0), 18))
+    indices = np.stack([t.minibatch_indices(seed, 0, 18) for seed in range(3)])
     assert indices.shape == (3, 18, 32)
     for seed in range(3):
         for epoch in range(3):
@@ -191,7 +191,7 @@ def test_evaluate_scalar_dict_and_default_eval_loss():
 
     t = trainer(eval_fn=r2, eval_data=DATA)
     state = t.init(hp, np.array([0, 1]))
-    assert t.eval_names == ("r2",)
+    assert t.eval_names(hp) == ("r2",)
     assert set(t.evaluate(state)) == {"r2"}
     t = trainer(eval_data=DATA)
     state, _ = t.train(t.init(hp, np.array([0, 1])), 5)
@@ -223,7 +223,7 @@ def test_hyperparameters_route_to_loss_and_init_by_name():
         (dict(data=(X, Y[:150])), ValueError, "same number of examples"),
         (dict(batch_size=500), ValueError, r"`batch_size` must lie in \[1, 200\]"),
         (dict(batch_size=0), ValueError, "`batch_size`"),
-        (dict(batch_size=2.5), TypeError, "`batch_size` must be an int"),
+        (dict(batch_size=2.5), TypeError, "`batch_size` must be a positive int"),
         (dict(num_seeds=0), ValueError, "`num_seeds`"),
         (dict(key="seven"), TypeError, "`key`"),
         (dict(eval_fn=lambda p, d: 0.0), ValueError, "without `eval_data`"),

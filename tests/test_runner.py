@@ -1,0 +1,246 @@
+"""The runner: members at their own steps, strategies, compile once, checkpoints, Ctrl-C."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxtune as jt
+from jaxtune.population import Trainer
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(96, 4)).astype(np.float32)
+Y = (X @ RNG.normal(size=(4, 1))).astype(np.float32)
+DATA = (X, Y)
+ONE_DEVICE = jax.devices()[:1]
+
+
+def init_fn(key):
+    return {"w": 0.3 * jax.random.normal(key, (4, 1)), "b": jnp.zeros(1)}
+
+
+def aux_loss(params, batch):
+    x, y = batch
+    error = x @ params["w"] + params["b"] - y
+    return jnp.mean(error**2), {"mae": jnp.mean(jnp.abs(error))}
+
+
+def make_adam(learning_rate):
+    return optax.adam(learning_rate)
+
+
+def trainer():
+    return Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
+                   num_seeds=2, key=5, devices=ONE_DEVICE)
+
+
+def member(state, m):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[m], state)
+
+
+def test_member_resumed_inside_a_mixed_step_population_equals_uninterrupted():
+    t = trainer()
+    hp = {"learning_rate": np.array([0.05, 0.01], np.float32)}
+    straight, _ = t.train(t.init(hp, np.array([0, 1])), 20)
+    halfway, _ = t.train(t.init(hp, np.array([0, 1])), 10)
+    # slot 0: member 0 at step 10; slot 1: a fresh member 1 at step 0
+    mixed = t.select(t.init(hp, np.array([0, 1])), halfway, [0, 0], [True, False])
+    np.testing.assert_array_equal(np.asarray(mixed.step), [10, 0])
+    mixed, _ = t.train(mixed, 10)
+    np.testing.assert_array_equal(np.asarray(mixed.step), [20, 10])
+    chex.assert_trees_all_close(member(mixed.params, 0), member(straight.params, 0),
+                                atol=1e-6, rtol=0)
+    chex.assert_trees_all_close(member(mixed.params, 1), member(halfway.params, 1),
+                                atol=1e-6, rtol=0)
+
+
+def test_fresh_trainer_continues_a_restored_state_with_an_aux_loss():
+    hp = {"learning_rate": np.array([0.05, 0.01], np.float32)}
+    first = trainer()
+    state, _ = first.train(first.init(hp, np.array([0, 1])), 5)
+    restored = jax.device_get(state)  # as a checkpoint would hold it
+    second = trainer()  # knows nothing but the functions
+    resumed, _ = second.train(second.place(restored), 5)
+    straight, _ = first.train(first.init(hp, np.array([0, 1])), 10)
+    chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(straight.params))
+
+
+def run_sweep(**kwargs):
+    options = dict(data=DATA, batch_size=8, steps=12, eval_every=4, seeds=2, trials=3,
+                   progress=False, devices=ONE_DEVICE, eval_data=DATA, seed=1)
+    options.update(kwargs)
+    space = options.pop("space", jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)))
+    return jt.sweep(aux_loss, init_fn, make_adam, space, **options)
+
+
+def assert_results_identical(a, b):
+    for field in ("trial", "seed", "steps", "train_loss", "diverged_step", "status",
+                  "steps_trained"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    for name in a.hparams:
+        np.testing.assert_array_equal(a.hparams[name], b.hparams[name], err_msg=name)
+    chex.assert_trees_all_equal(a.params, b.params)
+
+
+def test_identical_second_sweep_compiles_nothing(xla_compiles):
+    first = run_sweep(trials=4)
+    with xla_compiles() as compiled:
+        second = run_sweep(trials=4)
+    assert compiled == [] and second.timing["compiles"] == 0
+    assert_results_identical(first, second)
+
+
+def test_slices_beyond_members_in_flight_wait_their_turn_with_equal_results():
+    together = run_sweep(trials=6, members_per_slice=4, members_in_flight=12)
+    in_turn = run_sweep(trials=6, members_per_slice=4, members_in_flight=4)
+    assert_results_identical(together, in_turn)
+    assert (in_turn.status == "completed").all()
+
+
+def test_a_slice_that_cannot_fit_is_refused_with_the_estimate():
+    def huge(key):
+        return {"w": jnp.zeros((4, 2**28)), "b": jnp.zeros(1)}  # 4 GiB a member
+
+    with pytest.raises(ValueError, match=r"one slice of \d+ members needs about .* GiB.*"
+                                         r"members_per_slice="):
+        jt.sweep(aux_loss, huge, make_adam, jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)),
+                 data=DATA, batch_size=8, steps=4, trials=64, members_per_slice=64,
+                 progress=False, devices=ONE_DEVICE)
+
+
+class StopWorstHalf(jt.Strategy):
+    """At the first record point, stop the trials whose train loss is above the median."""
+
+    def decide(self, search, report):
+        if search.step[report.reached].min(initial=search.steps) != search.eval_every:
+            return jt.Decision()
+        scores, trials = search.trial_scores(search.curve("train_loss")[:, 0])
+        worst = trials[scores > np.median(scores)]
+        return jt.Decision(stop=[int(m) for t in worst for m in search.trial_members(t)])
+
+
+def test_stopped_members_free_their_slots_and_never_disturb_the_others():
+    plain = run_sweep(trials=4, members_per_slice=8)
+    pruned = run_sweep(trials=4, members_per_slice=8, strategy=StopWorstHalf())
+    stopped = pruned.status == "stopped"
+    assert stopped.sum() == 4 and set(pruned.steps_trained[stopped]) == {4}
+    np.testing.assert_array_equal(pruned.trial[stopped] // 1, pruned.trial[stopped])
+    assert len(set(pruned.trial[stopped])) == 2  # whole seed groups
+    kept = ~stopped
+    np.testing.assert_allclose(pruned.train_loss[kept], plain.train_loss[kept], rtol=1e-6)
+    assert np.isnan(pruned.train_loss[stopped][:, 1:]).all()
+    assert pruned.best.trial in set(pruned.trial[kept])
+
+
+def test_median_stopping_stops_bad_configurations_and_keeps_good_ones():
+    space = jt.Space(learning_rate=jt.choice([1e-5, 1e-5 * 1.1, 0.05, 0.06, 0.07]))
+    result = run_sweep(space=space, trials=None, steps=16, eval_every=4,
+                       strategy=jt.MedianStopping(min_steps=4, min_trials=2, metric="eval_loss"))
+    rates = result.hparams["learning_rate"]
+    assert (result.status[rates < 1e-4] == "stopped").all()
+    assert (result.status == "completed").sum() >= 2 and result.best.hparams["learning_rate"] > 0.04
+    with pytest.raises(ValueError, match="MedianStopping: `metric`='accuracy' is not recorded"):
+        run_sweep(strategy=jt.MedianStopping(metric="accuracy"))
+
+
+class InterruptAt(jt.Strategy):
+    """Sends this process a Ctrl-C (SIGINT) at a given round, like a user would."""
+
+    def __init__(self, round_):
+        self.round, self.seen = round_, 0
+
+    def decide(self, search, report):
+        self.seen += 1
+        if self.seen == self.round:
+            os.kill(os.getpid(), signal.SIGINT)
+        return jt.Decision()
+
+    def __repr__(self):
+        return "InterruptAt()"
+
+
+def test_ctrl_c_returns_the_partial_result_and_the_checkpoint_resumes(tmp_path):
+    uninterrupted = run_sweep(strategy=InterruptAt(0))
+    with pytest.raises(jt.SweepInterrupted) as caught:
+        run_sweep(strategy=InterruptAt(2), checkpoint_dir=tmp_path)
+    partial = caught.value.result
+    assert isinstance(caught.value, KeyboardInterrupt)
+    assert (partial.status == "running").all() and (partial.steps_trained == 8).all()
+    np.testing.assert_array_equal(partial.train_loss[:, :2], uninterrupted.train_loss[:, :2])
+    assert np.isnan(partial.train_loss[:, 2]).all()
+    resumed = run_sweep(strategy=InterruptAt(0), checkpoint_dir=tmp_path)
+    assert_results_identical(resumed, uninterrupted)
+
+
+def test_checkpoint_of_another_sweep_is_refused(tmp_path):
+    run_sweep(checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="holds the checkpoint of a different sweep.*steps"):
+        run_sweep(checkpoint_dir=tmp_path, steps=16)
+
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import jax, jax.numpy as jnp, numpy as np, optax
+    import jaxtune as jt
+    jt.enable_compilation_cache(sys.argv[3])
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    y = (x @ rng.normal(size=(4, 1))).astype(np.float32)
+
+    def init_fn(key):
+        return {"w": 0.3 * jax.random.normal(key, (4, 1)), "b": jnp.zeros(1)}
+
+    def loss(params, batch):
+        return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
+
+    class KillAt(jt.MedianStopping):
+        def decide(self, search, report):
+            if int(search.step.max()) == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no cleanup at all
+            return super().decide(search, report)
+
+    result = jt.sweep(loss, init_fn, lambda learning_rate: optax.adam(learning_rate),
+                      jt.Space(learning_rate=jt.loguniform(1e-4, 1.0)), data=(x, y),
+                      batch_size=8, steps=30, eval_every=5, trials=6, seeds=2,
+                      members_per_slice=4, progress=False, checkpoint_dir=sys.argv[1],
+                      strategy=KillAt(min_steps=5, min_trials=2), eval_data=(x, y))
+    result.save(os.path.join(sys.argv[1], "result.npz"))
+""")
+
+
+@pytest.mark.slow
+def test_kill_minus_9_at_several_points_then_resume_is_bit_identical(tmp_path):
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+    def run(directory, kill_at):
+        return subprocess.run([sys.executable, str(script), str(directory), str(kill_at),
+                               str(tmp_path / "xla")], env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    reference = run(tmp_path / "reference", -1)
+    assert reference.returncode == 0, reference.stderr
+    directory = tmp_path / "killed"
+    for kill_at in (10, 20):  # killed twice, each time after some record points
+        killed = run(directory, kill_at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert (directory / "sweep.npz").exists()
+    finished = run(directory, -1)
+    assert finished.returncode == 0, finished.stderr
+    expected = jt.SweepResult.load(tmp_path / "reference" / "result.npz")
+    resumed = jt.SweepResult.load(directory / "result.npz")
+    assert (resumed.status == "stopped").any()
+    assert_results_identical(resumed, expected)
+    assert not list(pathlib.Path(directory).glob(".tmp-*"))
