@@ -238,3 +238,29 @@ def test_without_optuna_the_error_says_what_to_install(monkeypatch):
 def test_import_jaxtune_does_not_import_optuna():
     code = "import sys, jaxtune; sys.exit('optuna' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
+
+
+class _StopAfterTwoDecisions(jt.OptunaSearch):
+    """Presses Ctrl-C at its second decision: the sweep checkpoints and stops there."""
+
+    decisions = 0
+
+    def decide(self, search, report):
+        type(self).decisions += 1
+        if type(self).decisions == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().decide(search, report)
+
+
+def test_checkpointed_sweep_resumes_with_the_strategys_trials(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    with pytest.raises(jt.SweepInterrupted):
+        run(_StopAfterTwoDecisions(sqlite_study(tmp_path), trials=6, concurrent=2), trials=6,
+            checkpoint_dir=checkpoint)
+    asked_before = {t.number for t in reloaded(tmp_path).trials}
+    search = jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2)
+    result = run(search, trials=6, checkpoint_dir=checkpoint)
+    trials = reloaded(tmp_path).trials
+    assert result.n_trials == 6
+    assert asked_before <= set(search.trial_numbers.values())  # the restored trials continued
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 6
