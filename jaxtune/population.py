@@ -765,7 +765,10 @@ class Trainer:
         program = _PROGRAMS.get(key)
         if program is None:
             start = time.perf_counter()
-            program = jax.jit(build(), donate_argnums=donate).lower(*args).compile()
+            fn = build()
+            if not hasattr(fn, "lower"):  # member-sharded outputs, whatever XLA would pick
+                fn = jax.jit(fn, donate_argnums=donate, out_shardings=self._member_sharding)
+            program = fn.lower(*args).compile()
             self.compile_seconds += time.perf_counter() - start
             self.compiles += 1
             _PROGRAMS[key] = program

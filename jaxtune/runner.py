@@ -557,9 +557,11 @@ class Runner:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> SweepResult:
-        """Runs (or resumes) the search to its end; returns the result."""
+        """Runs (or resumes) the search to its end; returns the result.
+
+        The strategy's `setup` must have run (`sweep` calls it before planning slices).
+        """
         start = time.perf_counter()
-        self.strategy.setup(self.search)
         if not (self.checkpoint is not None and self.checkpoint.restore(self)):
             self.add_configurations(self.strategy.initial(self.search))
         bar = _progress_bar(self.progress)

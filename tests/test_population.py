@@ -238,7 +238,7 @@ def test_constructor_errors(kwargs, error, message):
 def test_non_scalar_loss_is_rejected_before_compiling():
     t = Trainer(lambda p, b: (b[0] @ p["w"]).ravel(), make_sgd, init_params=init_fn, data=DATA,
                 batch_size=8, devices=jax.devices()[:1])
-    with pytest.raises(ValueError, match=r"scalar floating-point loss, got shape \(8,\)"):
+    with pytest.raises(ValueError, match=r"scalar floating-point loss .*got shape \(8,\)"):
         run(t, [0.1], [0.0], [0])
     assert t.compiles == 0
 
