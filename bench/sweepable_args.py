@@ -23,7 +23,8 @@ Run: python bench/sweepable_args.py
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -143,7 +144,7 @@ def sweepable(lib, probe: Probe) -> tuple[bool, str]:
 
     try:
         swept = jax.jit(jax.vmap(run))(np.asarray(probe.values))
-    except Exception as error:  # noqa: BLE001 -- any failure means "not sweepable"
+    except Exception as error:
         return False, type(error).__name__
     looped = np.stack([np.asarray(run(v)) for v in probe.values])
     if not np.allclose(swept, looped, rtol=1e-5, atol=1e-7):

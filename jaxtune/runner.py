@@ -478,7 +478,7 @@ class Runner:
                                  "members belong to different static groups.")
             by_pair.setdefault((id(t_piece), id(s_piece)), []).append((t_slot, s_slot))
             self.member_step[target] = self.member_step[source]
-            for name, values in self.member_hparams.items():
+            for values in self.member_hparams.values():
                 values[target] = values[source]
             self.recorder.copy(target, source, int(self.member_step[source]))
         pieces = {id(piece): piece for piece in self.slices}

@@ -132,7 +132,7 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(equal, (bool, np.bool_)):
             return bool(equal)
         return bool(np.array_equal(a, b))
-    except Exception:  # noqa: BLE001 - values whose == misbehaves are simply different
+    except Exception:
         return False
 
 

@@ -140,7 +140,8 @@ def test_divergence_is_frozen_flagged_and_isolated():
     np.testing.assert_array_equal(alive, [True, True, True, False, False])
     steps = np.asarray(state.diverged_step)
     assert steps[0] == steps[1] == steps[2] == -1 and 0 <= steps[3] < 20 and 0 <= steps[4] < 20
-    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a: bool(jnp.all(jnp.isfinite(a))), state.params))
+    finite = jax.tree_util.tree_map(lambda a: bool(jnp.all(jnp.isfinite(a))), state.params)
+    assert jax.tree_util.tree_all(finite)
     assert np.all(np.isnan(np.asarray(losses)[3:, -1]))
     stable, _ = run(t, lrs[:3], [0.0] * 3, [0] * 3, steps=20)
     chex.assert_trees_all_close(
@@ -177,7 +178,7 @@ def test_loss_with_aux_and_key_and_shared_init_params():
 
     t = Trainer(loss, lambda learning_rate: optax.adam(learning_rate),
                 init_params={"w": jnp.zeros((6, 1)), "b": jnp.zeros(1)}, data=DATA, batch_size=20)
-    state, losses = t.train(t.init({"learning_rate": np.array([0.01, 0.1], np.float32)}), 30)
+    _, losses = t.train(t.init({"learning_rate": np.array([0.01, 0.1], np.float32)}), 30)
     assert keys_seen and losses.shape == (2, 30)
     assert float(losses[1, -1]) < float(losses[1, 0])
 

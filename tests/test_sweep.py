@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import ENGINE_PROGRAMS
 
 import jaxtune as jt
-from conftest import ENGINE_PROGRAMS
 from jaxtune.population import Trainer
 
 RNG = np.random.default_rng(1)

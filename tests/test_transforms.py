@@ -558,7 +558,7 @@ def test_penalties_mask_prefix_and_callable():
     np.testing.assert_allclose(jt.l2_penalty(PENALTY_PARAMS, 2.0, mask=prefix), 14.25)
     subtree = {"dense": True, "scale": False}  # a prefix: the whole `dense` subtree
     np.testing.assert_allclose(jt.l1_penalty(PENALTY_PARAMS, 1.0, mask=subtree), 10.5)
-    by_rank = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)  # noqa: E731
+    by_rank = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
     np.testing.assert_allclose(jt.l2_penalty(PENALTY_PARAMS, 1.0, mask=by_rank), 7.125)
     none = jax.tree.map(lambda _: False, PENALTY_PARAMS)
     assert float(jt.l1_penalty(PENALTY_PARAMS, 1.0, mask=none)) == 0.0
