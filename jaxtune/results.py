@@ -578,8 +578,8 @@ class SweepResult:
           curves: False (default): one row per member with ``member``, ``trial``,
             ``seed``, each hyperparameter, ``final_train_loss``, ``final_<metric>`` for
             each eval metric (NaN for diverged members, as `final`), ``diverged``,
-            ``diverged_step``, ``status`` and ``steps_trained``. True: long format, one row per (member, record point)
-            with ``member``, ``trial``, ``seed``, each hyperparameter, ``step``,
+            ``diverged_step``, ``status`` and ``steps_trained``. True: long format, one row
+            per (member, record point) with ``member``, ``trial``, ``seed``, each hyperparameter, ``step``,
             ``train_loss`` and each eval metric, as recorded.
         """
         pd = _require("pandas", "SweepResult.to_pandas")
