@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                       help="CPU cores to shard the members over (default: all)")
     demo.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    demo.add_argument("--compilation-cache", default=None, metavar="DIR",
+                      help="keep compiled programs here, so the next run skips compiling "
+                           "(default: $JAXTUNE_CACHE_DIR or ~/.cache/jaxtune/xla)")
+    demo.add_argument("--no-compilation-cache", action="store_true",
+                      help="compile from scratch, keeping nothing on disk")
+    demo.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                      help="checkpoint at record points; the same command again resumes")
     demo.add_argument("--optuna", action="store_true",
                       help="search with Optuna (TPE, constant liar, median pruning) instead of "
                            "--sampler; needs `pip install 'jaxtune[optuna]'`")
@@ -63,6 +70,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     # Must precede any JAX computation: JAX fixes its device list when it starts.
     jt.use_cpu_devices(args.cpu_devices)
+    if not args.no_compilation_cache:
+        jt.enable_compilation_cache(args.compilation_cache)
 
     import jax
     import pandas as pd
@@ -74,6 +83,8 @@ def _demo(args: argparse.Namespace) -> int:
           f"on {len(devices)} {devices[0].platform} device(s)")
     start = time.perf_counter()
     extra = {}
+    if args.checkpoint_dir:
+        extra["checkpoint_dir"] = args.checkpoint_dir
     if args.optuna:
         try:
             extra["strategy"] = search = jt.OptunaSearch(
@@ -87,6 +98,13 @@ def _demo(args: argparse.Namespace) -> int:
             trials=args.trials, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
             sampler=args.sampler, seed=args.seed, progress=not args.no_progress, **extra,
         )
+    except jt.SweepInterrupted as interrupted:
+        partial = interrupted.result
+        print(f"jaxtune demo: interrupted; {int((partial.status != 'running').sum())} of "
+              f"{partial.n_members} members had finished"
+              + ("; run the same command again to resume" if args.checkpoint_dir else ""),
+              file=sys.stderr)
+        return 130
     except ValueError as error:
         if not args.optuna:
             raise
