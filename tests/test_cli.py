@@ -10,7 +10,7 @@ from jaxtune import cli
 
 
 def run(*args, cwd):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXTUNE_CACHE_DIR": str(cwd / "xla-cache")}
     return subprocess.run([sys.executable, "-m", "jaxtune", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=600)
 
@@ -24,6 +24,7 @@ def test_demo_runs_prints_table_and_writes_plot(tmp_path):
     assert "best: learning_rate=" in out.stdout and "total" in out.stdout
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "result.npz").exists()
+    assert any((tmp_path / "xla-cache").iterdir()), "the compiled programs were not cached"
 
 
 def test_help_lists_the_flags(capsys):
