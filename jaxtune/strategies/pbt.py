@@ -107,10 +107,11 @@ class PBT(Strategy):
     def setup(self, search: Search) -> None:
         self._metric, self._mode = resolve_metric(search, self.metric, self.mode, "PBT")
         if self.ready % search.eval_every or self.ready >= search.steps:
+            example = search.eval_every * max(1, (search.steps // search.eval_every) // 5)
             raise ValueError(
                 f"PBT: `ready` must be a multiple of the sweep's eval_every={search.eval_every} "
                 f"(exploits happen at record points) and less than steps={search.steps}, got "
-                f"ready={self.ready}; e.g. ready={search.eval_every * max(1, (search.steps // search.eval_every) // 5)}.")
+                f"ready={self.ready}; e.g. ready={example}.")
         population = len(search.configurations) * search.seeds
         if population < 2:
             raise ValueError(f"PBT needs a population of at least 2 members, got {population} "
