@@ -1,0 +1,185 @@
+"""Sphinx configuration for the jaxtune documentation.
+
+Build (from the repository root, after `pip install -e '.[docs]'`):
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+`-W` turns every warning into an error; `tests/test_docs.py` runs the same
+command in the test suite. Nothing is executed: the notebooks in `notebooks/` are
+rendered with the outputs they were committed with, and the API reference is
+generated from the docstrings of every name in `jaxtune.__all__`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+import re
+import shutil
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+import jaxtune  # noqa: E402
+
+project = "jaxtune"
+author = "the jaxtune authors"
+copyright = "the jaxtune authors"
+release = version = jaxtune.__version__
+
+extensions = [
+    "myst_nb",                  # Markdown pages and executed notebooks (as optax and flax do)
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",      # the Google-style `Args:` / `Returns:` of the docstrings
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+# Markdown with `$...$` math; notebooks are shown as committed, never re-run.
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"
+nb_merge_streams = True
+
+# Docstrings write code names in single backticks, as in Markdown.
+default_role = "code"
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_ivar = True        # `Attributes:` as fields, not as duplicate object entries
+napoleon_use_rtype = False
+
+html_theme = "sphinx_book_theme"
+html_title = "jaxtune"
+html_theme_options = {"show_toc_level": 2, "navigation_with_keys": False}
+exclude_patterns = ["_build", ".gitignore", "**.ipynb_checkpoints"]
+suppress_warnings = ["mystnb.unknown_mime_type"]
+
+
+# --------------------------------------------------------------------------- docstrings
+
+_QUOTED_STAR = re.compile(r"""(["'])\*""")
+
+
+def _escape_quoted_wildcards(app, what, name, obj, options, lines) -> None:
+    """Docstrings quote wildcard names such as "*_binary"; in reStructuredText that `*`
+    would open an emphasis that never closes (a warning, so an error under -W)."""
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith((">>>", "...")):
+            lines[i] = _QUOTED_STAR.sub(r"\1\\*", line)
+
+
+def setup(app) -> None:
+    # Before napoleon (priority 500), which itself writes `*type*` emphasis.
+    app.connect("autodoc-process-docstring", _escape_quoted_wildcards, priority=100)
+
+
+# --------------------------------------------------------------------------- notebooks
+
+def _copy_notebooks() -> None:
+    """Copies `notebooks/*.ipynb` under `docs/notebooks/` (Sphinx reads only its source dir)."""
+    target = DOCS / "notebooks"
+    target.mkdir(exist_ok=True)
+    wanted = {path.name for path in (ROOT / "notebooks").glob("*.ipynb")}
+    for stale in target.glob("*.ipynb"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for name in wanted:
+        source, copy = ROOT / "notebooks" / name, target / name
+        if not copy.exists() or copy.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, copy)
+
+
+# --------------------------------------------------------------------------- API pages
+
+# Section titles for the modules the public names come from, in reading order. A name
+# from a module not listed here still gets documented, under a section of its own.
+SECTIONS = {
+    "jaxtune.sweep": "The one call",
+    "jaxtune.space": "Search spaces and samplers",
+    "jaxtune.results": "Results",
+    "jaxtune.strategies": "Strategies",
+    "jaxtune.lr_find": "Learning-rate range test",
+    "jaxtune.integrations": "Integrations",
+    "jaxtune.runner": "Runner",
+    "jaxtune.schedules": "Schedules",
+    "jaxtune.transforms": "Transforms",
+    "jaxtune.population": "Population trainer",
+    "jaxtune.devices": "Devices and compilation",
+    "jaxtune.metrics": "Metrics",
+    "jaxtune.data": "Data",
+}
+
+
+def _section(obj) -> str:
+    module = getattr(obj, "__module__", None) or "jaxtune"
+    for prefix in SECTIONS:
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix
+    return module
+
+
+def _directive(name: str, obj) -> str:
+    if inspect.isclass(obj):
+        if issubclass(obj, tuple) and hasattr(obj, "_fields"):  # NamedTuple states
+            return f".. autoclass:: jaxtune.{name}\n"
+        if issubclass(obj, BaseException):
+            return f".. autoexception:: jaxtune.{name}\n"
+        return f".. autoclass:: jaxtune.{name}\n   :members:\n"
+    if callable(obj):
+        return f".. autofunction:: jaxtune.{name}\n"
+    return f".. autodata:: jaxtune.{name}\n   :annotation:\n"
+
+
+def _write_api_pages() -> None:
+    """One page per section, with every name of `jaxtune.__all__` (except `__version__`)."""
+    groups: dict[str, list[str]] = {}
+    for name in jaxtune.__all__:
+        if name.startswith("__"):
+            continue
+        groups.setdefault(_section(getattr(jaxtune, name)), []).append(name)
+    order = [key for key in SECTIONS if key in groups] + sorted(set(groups) - set(SECTIONS))
+
+    pages = DOCS / "api"
+    pages.mkdir(exist_ok=True)
+    wanted = {"index.rst"}
+    index = [
+        "API reference",
+        "=============",
+        "",
+        "Every public name, as ``jaxtune.<name>`` (``import jaxtune as jt``), generated from",
+        "``jaxtune.__all__`` and the docstrings at build time.",
+        "",
+        ".. toctree::",
+        "   :maxdepth: 2",
+        "",
+    ]
+    for key in order:
+        slug = key.replace("jaxtune.", "") or "jaxtune"
+        title = SECTIONS.get(key, f"``{key}``")
+        index.append(f"   {slug}")
+        lines = [title, "=" * len(title), ""]
+        doc = inspect.getdoc(sys.modules.get(key)) if key in sys.modules else None
+        if doc:
+            lines += [f"From ``{key}``: {doc.splitlines()[0]}", ""]
+        lines += [".. currentmodule:: jaxtune", ""]
+        lines += [_directive(name, getattr(jaxtune, name)) for name in groups[key]]
+        _write_if_changed(pages / f"{slug}.rst", "\n".join(lines) + "\n")
+        wanted.add(f"{slug}.rst")
+    _write_if_changed(pages / "index.rst", "\n".join(index) + "\n")
+    for stale in pages.glob("*.rst"):
+        if stale.name not in wanted:
+            stale.unlink()
+
+
+def _write_if_changed(path: pathlib.Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+_copy_notebooks()
+_write_api_pages()
