@@ -24,6 +24,7 @@ QUICK = {
         "STEPS = 2000\nSEEDS = 2\nLASSO_STEPS = 200\nLASSO_TRIALS = 10"
     ),
     "metrics_and_model_selection.ipynb": "STEPS = 200\nSEEDS = 2",
+    "early_stopping_and_pbt.ipynb": "TRIALS = 9\nSTEPS = 54\nEVAL_EVERY = 2\nLR_FIND_STEPS = 40",
 }
 
 ALL = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
