@@ -26,6 +26,23 @@ from .devices import use_cpu_devices as use_cpu_devices
 # Optional bridges: each imports its library only when used.
 from .integrations import OptunaSearch as OptunaSearch
 
+# Your own loop: populations of optimizer states.
+from .loop import (
+    get_member as get_member,
+)
+from .loop import (
+    init_population as init_population,
+)
+from .loop import (
+    set_member as set_member,
+)
+from .loop import (
+    step_population as step_population,
+)
+from .loop import (
+    update_population as update_population,
+)
+
 # The learning-rate range test.
 from .lr_find import (
     LRFindResult as LRFindResult,
@@ -241,6 +258,11 @@ __all__ = [
     "use_cpu_devices",
     "PopulationState",
     "Trainer",
+    "init_population",
+    "update_population",
+    "step_population",
+    "get_member",
+    "set_member",
     "Search",
     "SweepInterrupted",
     "Decision",

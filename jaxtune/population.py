@@ -35,6 +35,40 @@ Routing: each hyperparameter is passed, by keyword, to every one of
 `eval_fn(params, data, ...)` whose signature names it (or that takes `**kwargs`;
 `loss_fn` and `eval_fn` only by name). A `loss_fn` with a `key` parameter gets a
 PRNG key per step (e.g. for dropout); `key` is therefore never a hyperparameter.
+
+What `loss_fn` may return:
+  * `loss`, a float scalar;
+  * `(loss, aux)`: when `aux` is a dict, each entry must be a scalar and is a
+    *training metric*, recorded at every record point as its mean over the steps
+    since the previous one (a curve in `SweepResult.metrics`, beside the eval
+    metrics, whose names it must not reuse). Any other `aux` is ignored.
+
+Model state (BatchNorm statistics, EMA copies, counters): when `loss_fn` has a
+parameter named `model_state`, the initial parameters (or `init_fn`'s result) are
+the pair `(params, model_state)`, and `loss_fn(params, batch, model_state=...)`
+returns `(loss, (new_model_state, metrics))`, `metrics` a dict of scalars or None.
+The state lives in `PopulationState.model_state`, is carried from step to step,
+rolled back with the parameters when a member diverges, checkpointed, passed to
+`eval_fn` when it names `model_state`, and never reaches the optimizer (weight
+decay never touches it). For Flax NNX: `graphdef, params, stats = nnx.split(model,
+nnx.Param, nnx.BatchStat)`, then `nnx.merge(graphdef, params, model_state,
+copy=True)` inside `loss_fn` and `nnx.state(model, nnx.BatchStat)` as the new
+state. Flax Linen: `(variables["params"], variables["batch_stats"])` and
+`model.apply(..., mutable=["batch_stats"])`. Equinox: `eqx.nn.make_with_state`.
+
+Parameters as the libraries make them (an Equinox module, an NNX state, a Linen
+variable dict): only inexact (floating, complex) arrays are trained. Integer and
+bool arrays are carried unchanged, per member; leaves that are not arrays (an
+Equinox module's activation function, a flag) are held once by the trainer and put
+back before every call of the user's functions. Random-number-generator state in
+the parameters (NNX `Rngs` inside `nnx.Dropout`) is refused with the fix: split it
+off and use `loss_fn`'s `key`. `SweepResult.params` holds the arrays only (None
+where a non-array leaf was): `eqx.combine` them with the model's other leaves.
+
+Data: `data` is either a pytree of arrays with a leading example axis, drawn in
+minibatches of `batch_size`, or a function `batch_fn(key, step) -> batch` traced
+inside the compiled step, with `key` a PRNG key of (seed, step) and `step` the
+member's int32 step (members of one seed see the same batches).
 """
 
 from __future__ import annotations
@@ -68,6 +102,8 @@ class PopulationState(NamedTuple):
     step: jax.Array  # int32 [M]: training steps run so far (frozen members count too)
     alive: jax.Array  # bool [M]: False once the member diverged (frozen since)
     diverged_step: jax.Array  # int32 [M]: first step with a non-finite loss, -1 if none
+    model_state: Any = None  # model state beside the parameters (BatchNorm statistics ...),
+    #   each leaf [M, ...]; None when `loss_fn` takes no `model_state`
 
 
 class _Signature(NamedTuple):
@@ -117,6 +153,91 @@ def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
 
 def _path(path: Any, name: str) -> str:
     return f"{name}{jax.tree_util.keystr(path)}"
+
+
+def _is_array(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
+
+
+def _is_inexact(leaf: Any) -> bool:
+    return _is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.inexact)
+
+
+def _partition(tree: Any, keep: Callable[[Any], bool]) -> tuple[Any, Any]:
+    """`(kept, rest)`: two trees of `tree`'s structure, None where the other has the leaf."""
+    kept = jax.tree_util.tree_map(lambda x: x if keep(x) else None, tree)
+    rest = jax.tree_util.tree_map(lambda x: None if keep(x) else x, tree)
+    return kept, rest
+
+
+def _combine(*trees: Any) -> Any:
+    """Undoes `_partition`: each leaf from the first tree that holds it."""
+    def first(*leaves):
+        return next((x for x in leaves if x is not None), None)
+    return jax.tree_util.tree_map(first, *trees, is_leaf=lambda x: x is None)
+
+
+def _metric_names(role: str, metrics: Mapping, shown: str) -> tuple[str, ...]:
+    """The names of a dict of scalar metrics; raises TypeError naming a bad entry.
+
+    The key "" stands for a single scalar (an `eval_fn` that returns one value).
+    """
+    for name, value in metrics.items():
+        if not isinstance(name, str) or (name == "" and len(metrics) > 1):
+            raise TypeError(f"`{role}` must return a dict with str keys, got key {name!r}.")
+        if not isinstance(value, jax.Array | float | int) or np.shape(value) != ():
+            got = (f"shape {value.shape}" if isinstance(value, jax.Array)
+                   else f"a {type(value).__name__} {value!r:.60}")
+            label = f"[{name!r}]" if name else ""
+            raise TypeError(
+                f"`{role}` must return a scalar or a dict of scalars, got {got} for "
+                f"{shown}{label}; reduce it (e.g. `jnp.mean`) or drop it."
+            )
+    return tuple(metrics)
+
+
+def _check_same_tree(name: str, before: Any, after: Any) -> None:
+    """Raises TypeError unless `after` has `before`'s structure, shapes and dtypes."""
+    shapes = lambda t: [(np.shape(x), jnp.result_type(x)) for x in  # noqa: E731
+                        jax.tree_util.tree_leaves(t)]
+    if (jax.tree_util.tree_structure(before) != jax.tree_util.tree_structure(after)
+            or shapes(before) != shapes(after)):
+        raise TypeError(
+            f"`loss_fn` returned a new `{name}` whose structure differs from the initial one; "
+            f"return it in the same form.\n  initial: {jax.tree_util.tree_structure(before)} "
+            f"{shapes(before)}\n  returned: {jax.tree_util.tree_structure(after)} "
+            f"{shapes(after)}"
+        )
+
+
+DATA_FORMS = (
+    "a pytree of arrays with a common leading example axis, e.g. `data=(x_train, y_train)`",
+    "a function `batch_fn(key, step) -> batch`, traced inside the compiled step (`key` is a "
+    "PRNG key of (seed, step), `step` the member's int32 step)",
+)
+
+
+def check_data_form(data: Any) -> Callable | None:
+    """The `batch_fn` when `data` is one, None for arrays; TypeError for anything else."""
+    if callable(data) and not any(_is_array(leaf) for leaf in jax.tree_util.tree_leaves(data)):
+        return data
+    if hasattr(data, "__next__") or (hasattr(data, "__iter__") and not isinstance(
+            data, tuple | list | dict | np.ndarray | jax.Array | str)):
+        forms = "; or ".join(DATA_FORMS)
+        raise TypeError(
+            f"`data` is a {type(data).__name__} (an iterator of batches), which jaxtune cannot "
+            f"use yet; `data` must be {forms}. Collect the batches into arrays, or draw them "
+            "inside a `batch_fn`."
+        )
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if not (_is_array(leaf) or isinstance(leaf, int | float | bool)
+                or type(leaf).__module__.split(".")[0] == "pandas"):
+            forms = "; or ".join(DATA_FORMS)
+            raise TypeError(
+                f"`data` leaf {_path(path, 'data')} is a {type(leaf).__name__}, not an array; "
+                f"`data` must be {forms}."
+            )
+    return None
 
 
 def leading_length(name: str, tree: Any) -> int:
@@ -206,6 +327,11 @@ def check_hparam_routing(
             "hyperparameter `key` is reserved: a `loss_fn` with a `key` parameter receives the "
             "per-step PRNG key there; rename the dimension (e.g. `data_key`)."
         )
+    if "model_state" in names:
+        raise ValueError(
+            "hyperparameter `model_state` is reserved: a `loss_fn` with a `model_state` "
+            "parameter receives the model's state there; rename the dimension."
+        )
     optimizer = _signature(make_optimizer, "make_optimizer", 0)
     signatures = [optimizer, _signature(loss_fn, "loss_fn", 2)]
     if init_fn is not None:
@@ -259,8 +385,10 @@ class _Functions(NamedTuple):
     init_fn: Callable | None
     eval_fn: Callable | None
     static: tuple[tuple[str, Any], ...]  # (name, frozen value), sorted
-    batch_size: int
+    batch_size: int | None  # None with a `batch_fn`
     num_seeds: int
+    batch_fn: Callable | None  # `data` as `batch_fn(key, step) -> batch`
+    init_static: tuple[Any, tuple]  # (treedef, leaves): the non-array leaves of init_params
 
     @property
     def static_hparams(self) -> dict[str, Any]:
@@ -272,8 +400,11 @@ class Resolved(NamedTuple):
 
     has_aux: bool  # loss_fn returns (loss, aux)
     eval_names: tuple[str, ...]  # names of the evaluated metrics, in the user's order
-    params: Any  # ShapeDtypeStruct tree of one member's parameters
+    params: Any  # ShapeDtypeStruct tree of one member's array parameters (others None)
     opt_state: Any  # ShapeDtypeStruct tree of one member's optimizer state
+    model_state: Any  # ShapeDtypeStruct tree of one member's model state, None if unused
+    aux_names: tuple[str, ...]  # the scalar training metrics `loss_fn` returns in its aux
+    static_params: Any  # the parameters' non-array leaves (arrays None), same for all members
 
 
 # Compiled programs for the life of the process, least recently used dropped first.
@@ -327,15 +458,22 @@ class Trainer:
 
     Args:
       loss_fn: `loss_fn(params, batch, **hparams) -> loss` or `(loss, aux)`, with a
-        scalar loss; `batch` has the structure of `data` with `batch_size` examples.
+        scalar loss and `aux` a dict of scalar training metrics (or anything else,
+        ignored); `batch` has the structure of `data` with `batch_size` examples.
+        With a `model_state` parameter it returns `(loss, (new_model_state,
+        metrics))` (see the module docstring).
       make_optimizer: `make_optimizer(**hparams) -> optax.GradientTransformation`,
         called inside the traced step with each member's hyperparameters as arrays.
-      data: a pytree of arrays (e.g. `(x, y)`), each with the same leading length.
-      batch_size: static; examples per step, at most the number of examples.
+      data: a pytree of arrays (e.g. `(x, y)`), each with the same leading length;
+        or `batch_fn(key, step) -> batch`, traced inside the compiled step.
+      batch_size: static; examples per step, at most the number of examples (not
+        used with a `batch_fn`).
       init_params: a pytree of initial parameters shared by every member, or a
-        function `init_fn(key, **hparams) -> params` called once per seed.
+        function `init_fn(key, **hparams) -> params` called once per seed; either
+        gives `(params, model_state)` when `loss_fn` takes `model_state`.
       eval_fn: `eval_fn(params, eval_data, **hparams)` returning a scalar or a dict of
-        scalars. Defaults to `loss_fn` on the whole of `eval_data` ("eval_loss").
+        scalars; it gets `model_state=` when it names it. Defaults to `loss_fn` on
+        the whole of `eval_data` ("eval_loss").
       eval_data: a pytree of arrays passed whole to `eval_fn`.
       static_hparams: plain Python values for the static hyperparameters of this
         group (an optimizer name, a layer width ...), routed like the others.
@@ -357,7 +495,7 @@ class Trainer:
         *,
         init_params: Any,
         data: Any,
-        batch_size: int,
+        batch_size: int | None = None,
         eval_fn: Callable | None = None,
         eval_data: Any = None,
         static_hparams: Mapping[str, Any] | None = None,
@@ -373,13 +511,23 @@ class Trainer:
                 f"GradientTransformation), got {type(make_optimizer).__name__}."
             )
         _check_positional(_signature(loss_fn, "loss_fn", 2), "loss_fn", 2, "(params, batch)")
-        self.num_examples = leading_length("data", data)
-        batch_size = positive_int("batch_size", batch_size)
-        if batch_size > self.num_examples:
-            raise ValueError(
-                f"`batch_size` must lie in [1, {self.num_examples}] (the number of examples in "
-                f"`data`), got batch_size={batch_size}."
-            )
+        batch_fn = check_data_form(data)
+        if batch_fn is not None:
+            _check_positional(_signature(batch_fn, "batch_fn", 2), "data", 2, "(key, step)")
+            self.num_examples = None
+            if batch_size is not None:
+                batch_size = positive_int("batch_size", batch_size)
+        else:
+            self.num_examples = leading_length("data", data)
+            if batch_size is None:
+                raise TypeError("`batch_size` is required when `data` holds arrays; pass the "
+                                "number of examples per step, e.g. `batch_size=128`.")
+            batch_size = positive_int("batch_size", batch_size)
+            if batch_size > self.num_examples:
+                raise ValueError(
+                    f"`batch_size` must lie in [1, {self.num_examples}] (the number of examples "
+                    f"in `data`), got batch_size={batch_size}."
+                )
         if eval_fn is not None and not callable(eval_fn):
             raise TypeError(f"`eval_fn` must be callable, got {type(eval_fn).__name__}.")
         if eval_fn is not None and eval_data is None:
@@ -399,10 +547,19 @@ class Trainer:
             )
         num_seeds = positive_int("num_seeds", num_seeds)
         static = dict(static_hparams or {})
+        init_static: tuple[Any, tuple] = (None, ())
+        if init_fn is None:
+            init_params, rest = _partition(init_params, _is_array)
+            rest_leaves, rest_def = jax.tree_util.tree_flatten(rest)
+            init_static = (rest_def, tuple(_freeze(x) for x in rest_leaves))
+            self._init_static = rest
+        else:
+            self._init_static = None
 
         self.functions = _Functions(
             loss_fn, make_optimizer, init_fn, eval_fn,
             tuple(sorted((k, _freeze(v)) for k, v in static.items())), batch_size, num_seeds,
+            batch_fn, init_static,
         )
         self.loss_fn = loss_fn
         self.make_optimizer = make_optimizer
@@ -429,7 +586,7 @@ class Trainer:
         self._replicated = replicated
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self.keys = jax.device_put(jax.random.split(root, 3), replicated)  # init, order, step
-        self.data = jax.device_put(data, replicated)
+        self.data = None if batch_fn is not None else jax.device_put(data, replicated)
         self.eval_data = None if eval_data is None else jax.device_put(eval_data, replicated)
         self.init_params = None if init_fn else jax.device_put(init_params, replicated)
         self._seed_params_cache: Any = None
@@ -464,10 +621,19 @@ class Trainer:
                              f.eval_fn)
         seed = jax.ShapeDtypeStruct((), jnp.int32)
         keys = self.keys
-        params = self._call("init_fn", lambda: jax.eval_shape(
-            lambda hp, s, k, ip: self._init_params(hp, s, k, None, ip), one, seed, keys,
-            self.init_params))
-        self._check_params(params)
+        statics: list[Any] = []
+
+        def init_probe(hp, s, k, ip):
+            params, model_state, static = self._split_init(self._init_raw(hp, s, k, ip))
+            statics.append(static)
+            return params, model_state
+
+        role = "init_fn" if f.init_fn is not None else "init_params"
+        params, model_state = self._call(role, lambda: jax.eval_shape(
+            init_probe, one, seed, keys, self.init_params))
+        static_params = statics[0]
+        self._check_params(params, static_params)
+        trainable = _partition(params, _is_inexact)[0]
         optimizer_out = []
 
         def make(hp, p):
@@ -477,29 +643,45 @@ class Trainer:
                 return None
             return optimizer.init(p)
 
-        opt_state = self._call("make_optimizer", lambda: jax.eval_shape(make, one, params))
+        opt_state = self._call("make_optimizer", lambda: jax.eval_shape(make, one, trainable))
         _check_optimizer(optimizer_out[0])
 
-        batch = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct((f.batch_size,) + np.shape(a)[1:], jnp.result_type(a)),
-            self.data,
-        )
+        if f.batch_fn is not None:
+            def batch_probe(key, step):
+                batch = f.batch_fn(key, step)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
+                    if not isinstance(leaf, jax.Array):
+                        raise TypeError(
+                            f"`batch_fn` must return a pytree of JAX arrays, got leaf "
+                            f"{_path(path, 'batch')} of type {type(leaf).__name__}; build the "
+                            "batch with `jnp` (NumPy arrays cannot be indexed by the traced "
+                            "`step`: wrap them in `jnp.asarray` once, outside `batch_fn`).")
+                return batch
+
+            batch = self._call("batch_fn", lambda: jax.eval_shape(
+                batch_probe, jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype),
+                jax.ShapeDtypeStruct((), jnp.int32)))
+        else:
+            batch = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct((f.batch_size,) + np.shape(a)[1:],
+                                               jnp.result_type(a)), self.data)
         returned = []
 
-        def loss_probe(p, b, hp, k):
-            out = self._loss_raw(p, b, hp, k)
+        def loss_probe(p, ms, b, hp, k):
+            out = self._loss_raw(_combine(p, static_params), ms, b, hp, k)
             returned.append(out)
             return out if isinstance(out, tuple | jax.Array) else jnp.zeros(())
 
-        out = self._call("loss_fn", lambda: jax.eval_shape(loss_probe, params, batch, one,
-                                                           keys[2]))
-        has_aux = isinstance(returned[0], tuple)
+        self._call("loss_fn", lambda: jax.eval_shape(loss_probe, params, model_state, batch, one,
+                                                     keys[2]))
+        out = returned[0]
+        has_aux = isinstance(out, tuple)
         if has_aux and len(out) != 2:
             raise ValueError(
                 f"`loss_fn` must return a scalar loss or a pair (loss, aux), got a tuple of "
                 f"{len(out)} values."
             )
-        loss = returned[0][0] if has_aux else returned[0]
+        loss = out[0] if has_aux else out
         if (not isinstance(loss, jax.Array) or loss.shape != ()
                 or not jnp.issubdtype(loss.dtype, jnp.floating)):
             shown = (f"shape {loss.shape}, dtype {loss.dtype}" if isinstance(loss, jax.Array)
@@ -508,47 +690,61 @@ class Trainer:
                 f"`loss_fn` must return a scalar floating-point loss (a JAX array computed "
                 f"from `params`), got {shown}; reduce it with e.g. `jnp.mean`."
             )
+        metrics = out[1] if has_aux and isinstance(out[1], Mapping) else None
+        if self._takes_model_state:
+            aux = out[1] if has_aux else None
+            if not (isinstance(aux, tuple) and len(aux) == 2):
+                raise ValueError(
+                    "`loss_fn` takes `model_state`, so it must return `(loss, (new_model_state, "
+                    "metrics))` (metrics: a dict of scalars, or None), got "
+                    + ("a scalar loss alone" if not has_aux else f"aux {type(aux).__name__}")
+                    + ".")
+            _check_same_tree("model_state", model_state, aux[0])
+            metrics = aux[1]
+            if metrics is not None and not isinstance(metrics, Mapping):
+                raise TypeError(
+                    "`loss_fn` returned `(loss, (new_model_state, metrics))` with metrics a "
+                    f"{type(metrics).__name__}; return a dict of scalars, or None.")
+        aux_names = _metric_names("loss_fn", metrics or {}, "(loss, aux)")
         eval_names: tuple[str, ...] = ()
         if f.eval_fn is not None:
-            eval_names = self._resolve_eval(params, one)
+            eval_names = self._resolve_eval(params, model_state, static_params, one)
         elif self.eval_data is not None:
-            loss_on_eval = self._call("loss_fn on eval_data", lambda: jax.eval_shape(
-                lambda p, d, hp, k: self._loss_raw(p, d, hp, k), params, self.eval_data, one,
-                keys[2]))
-            del loss_on_eval
+            self._call("loss_fn on eval_data", lambda: jax.eval_shape(
+                lambda p, ms, d, hp, k: self._loss_raw(_combine(p, static_params), ms, d, hp, k),
+                params, model_state, self.eval_data, one, keys[2]))
             eval_names = ("eval_loss",)
-        return Resolved(has_aux, eval_names, params, opt_state)
+        clash = sorted(set(aux_names) & {"train_loss", *eval_names})
+        if clash:
+            raise ValueError(
+                f"`loss_fn` returns the training metric {clash[0]!r}, which is also the name of "
+                f"{'the training loss' if clash[0] == 'train_loss' else 'an eval metric'}; "
+                f"rename it (e.g. 'train_{clash[0]}')."
+            )
+        return Resolved(has_aux, eval_names, params, opt_state, model_state, aux_names,
+                        static_params)
 
-    def _resolve_eval(self, params: Any, one: dict) -> tuple[str, ...]:
+    def _resolve_eval(self, params: Any, model_state: Any, static_params: Any,
+                      one: dict) -> tuple[str, ...]:
         order: list[str] = []  # the user's key order; pytrees sort dict keys
         raw: list[Any] = []
 
-        def probe(p, d, hp):
-            out = self._eval_raw(p, d, hp)
+        def probe(p, ms, d, hp):
+            out = self._eval_raw(_combine(p, static_params), ms, d, hp)
             raw.append(out)
             if isinstance(out, Mapping):
                 order.extend(out)
                 return {k: v for k, v in out.items() if isinstance(v, jax.Array)}
             return out if isinstance(out, jax.Array) else jnp.zeros(())
 
-        self._call("eval_fn", lambda: jax.eval_shape(probe, params, self.eval_data, one))
+        self._call("eval_fn", lambda: jax.eval_shape(probe, params, model_state, self.eval_data,
+                                                     one))
         out = raw[0]
-        values = out.items() if isinstance(out, Mapping) else [("", out)]
-        for name, value in values:
-            if not isinstance(name, str) or (isinstance(out, Mapping) and not name):
-                raise TypeError(f"`eval_fn` must return a dict with str keys, got key {name!r}.")
-            if not isinstance(value, jax.Array | float | int) or np.shape(value) != ():
-                shown = (f"shape {value.shape}" if isinstance(value, jax.Array)
-                         else f"a {type(value).__name__} {value!r}")
-                label = f"[{name!r}]" if name else ""
-                raise TypeError(
-                    f"`eval_fn` must return a scalar or a dict of scalars, got {shown} for "
-                    f"eval_fn(...){label}; reduce it (e.g. `jnp.mean`) or drop it."
-                )
         if isinstance(out, Mapping):
+            _metric_names("eval_fn", out, "eval_fn(...)")
             return tuple(order)
-        name = getattr(f := self.functions.eval_fn, "__name__", "")
-        del f
+        _metric_names("eval_fn", {"": out}, "eval_fn(...)")
+        name = getattr(self.functions.eval_fn, "__name__", "")
         return (name if name.isidentifier() and name != "<lambda>" else "eval",)
 
     @staticmethod
@@ -559,65 +755,121 @@ class Trainer:
         except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError) as err:
             raise ValueError(f"`{role}` failed while tracing: {err}{_loss_hint(err)}") from err
         except (TypeError, ValueError, IndexError, KeyError) as err:
-            if "`" in str(err)[:80] and any(r in str(err)[:80] for r in
-                                           ("make_optimizer", "loss_fn", "eval_fn", "init_fn")):
+            if "`" in str(err)[:80] and any(r in str(err)[:80] for r in (
+                    "make_optimizer", "loss_fn", "eval_fn", "init_fn", "init_params",
+                    "batch_fn", "model_state")):
                 raise
-            raise type(err)(f"`{role}` failed on the shapes of one member: {err}") from err
+            try:
+                named = type(err)(f"`{role}` failed on the shapes of one member: {err}")
+            except Exception:  # JAX's own errors take other arguments
+                raise err from None
+            raise named from err
 
     @staticmethod
-    def _check_params(params: Any) -> None:
+    def _check_params(params: Any, static_params: Any) -> None:
+        """Refuses leaves that cannot be trained or carried; needs one float array."""
         leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-        if params is None or not leaves:
-            raise TypeError(
-                "the initial parameters hold no arrays (`init_fn` returned "
-                f"{params!r}); return a pytree of float arrays, e.g. {{'w': ..., 'b': ...}}."
-            )
         for path, leaf in leaves:
-            if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            where = _path(path, "params")
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) or (
+                    not jnp.issubdtype(leaf.dtype, jnp.inexact)
+                    and "rngs" in jax.tree_util.keystr(path).lower()):
                 raise TypeError(
-                    f"initial parameter {_path(path, 'params')} has dtype {leaf.dtype}; the "
-                    "optimizer trains floating-point arrays only: cast it (e.g. "
-                    "`jnp.zeros(shape, jnp.float32)`, not `jnp.zeros(shape, int)`)."
+                    f"parameter leaf {where} ({leaf.dtype}) is random-number-generator state "
+                    "stored in the model: the optimizer cannot train it and carrying it "
+                    "unchanged would replay the same random numbers at every step. Split it off "
+                    "(`graphdef, params, rest = nnx.split(model, nnx.Param, ...)` and pass "
+                    "`params`), and give `loss_fn` a `key` parameter for dropout (e.g. "
+                    "`model(x, rngs=nnx.Rngs(dropout=key))`); or return it as `model_state` "
+                    "so that `loss_fn` advances it."
                 )
+        if not any(jnp.issubdtype(leaf.dtype, jnp.inexact) for _, leaf in leaves):
+            shown = jax.tree_util.tree_map(lambda a: None if a is None else a.dtype, params)
+            raise TypeError(
+                "the initial parameters hold no floating-point arrays to train (got "
+                f"{shown!r:.200}, non-array leaves {static_params!r:.100}); return a pytree of "
+                "float arrays, e.g. {'w': ..., 'b': ...}."
+            )
 
     # -- building blocks, traced per member -------------------------------------------
+
+    @property
+    def _takes_model_state(self) -> bool:
+        return "model_state" in _signature(self.functions.loss_fn, "loss_fn", 2).names
 
     def _optimizer(self, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
         f = self.functions
         values = {**hparams, **f.static_hparams}
         return f.make_optimizer(**_select(values, _signature(f.make_optimizer, "", 0), True))
 
-    def _loss_raw(self, params, batch, hparams, step_key):
-        """`loss_fn` called with the hyperparameters (and key) its signature names."""
+    def _loss_raw(self, params, model_state, batch, hparams, step_key):
+        """`loss_fn` called with the hyperparameters (key, model state) its signature names."""
         f = self.functions
         signature = _signature(f.loss_fn, "loss_fn", 2)
         kwargs = _select({**hparams, **f.static_hparams}, signature, False)
         if "key" in signature.names:
             kwargs["key"] = step_key
+        if "model_state" in signature.names:
+            # A fresh copy of the tree, made in this trace: Flax NNX refuses to update
+            # a variable created under another trace (the scan's, not the gradient's).
+            kwargs["model_state"] = jax.tree_util.tree_map(lambda x: x, model_state)
         return f.loss_fn(params, batch, **kwargs)
 
-    def _loss(self, has_aux, params, batch, hparams, step_key):
-        out = self._loss_raw(params, batch, hparams, step_key)
-        return out if has_aux else (out, None)
+    def _loss_parts(self, resolved: Resolved, params, model_state, batch, hparams, step_key):
+        """`(loss, new_model_state, metrics)` from one call of `loss_fn`."""
+        out = self._loss_raw(params, model_state, batch, hparams, step_key)
+        if not resolved.has_aux:
+            return out, model_state, {}
+        loss, aux = out
+        if self._takes_model_state:
+            model_state, aux = aux
+        metrics = {k: jnp.asarray(aux[k], jnp.float32) for k in resolved.aux_names}
+        return loss, model_state, metrics
 
-    def _eval_raw(self, params, eval_data, hparams):
+    def _eval_raw(self, params, model_state, eval_data, hparams):
         f = self.functions
-        kwargs = _select({**hparams, **f.static_hparams}, _signature(f.eval_fn, "eval_fn", 2),
-                         False)
+        signature = _signature(f.eval_fn, "eval_fn", 2)
+        kwargs = _select({**hparams, **f.static_hparams}, signature, False)
+        if "model_state" in signature.names:
+            kwargs["model_state"] = model_state
         return f.eval_fn(params, eval_data, **kwargs)
 
-    def _init_params(self, hparams, seed, keys, seed_params, init_params):
+    def _init_raw(self, hparams, seed, keys, init_params):
+        """What the user gave: `init_fn(key, ...)`'s output, or the initial parameters."""
         f = self.functions
-        if seed_params is not None:
-            return jax.tree_util.tree_map(lambda a: a[seed], seed_params)
         if f.init_fn is not None:
             values = {**hparams, **f.static_hparams}
             key = jax.random.fold_in(keys[0], seed)
             return f.init_fn(key, **_select(values, _signature(f.init_fn, "init_fn", 1), True))
-        return init_params
+        return _combine(init_params, self._init_static)
+
+    def _split_init(self, raw: Any) -> tuple[Any, Any, Any]:
+        """`(array parameters, model state, non-array parameter leaves)` of an init output."""
+        role = "init_fn" if self.functions.init_fn is not None else "init_params"
+        model_state = None
+        if self._takes_model_state:
+            if not (isinstance(raw, tuple | list) and len(raw) == 2):
+                raise TypeError(
+                    f"`loss_fn` takes `model_state`, so `{role}` must give the pair "
+                    f"`(params, model_state)`, got {type(raw).__name__}.")
+            raw, model_state = raw
+            for path, leaf in jax.tree_util.tree_flatten_with_path(model_state)[0]:
+                if not _is_array(leaf):
+                    raise TypeError(
+                        f"`{role}` gave model state leaf {_path(path, 'model_state')} of type "
+                        f"{type(leaf).__name__}; the model state must hold arrays only (keep "
+                        "other values in the parameters or in `loss_fn`).")
+        params, static = _partition(raw, _is_array)
+        return params, model_state, static
+
+    def _init_member(self, hparams, seed, keys, seed_params, init_params):
+        """One member's `(array parameters, model state)`."""
+        if seed_params is not None:
+            return jax.tree_util.tree_map(lambda a: a[seed], seed_params)
+        return self._split_init(self._init_raw(hparams, seed, keys, init_params))[:2]
 
     def _seed_params(self, dynamic_names: Sequence[str]) -> Any:
-        """Initial parameters of every seed, [num_seeds, ...], or None.
+        """Initial parameters and model state of every seed, [num_seeds, ...], or None.
 
         When `init_fn` takes no dynamic hyperparameter its result depends on the seed
         alone: it is computed once per seed, unbatched (a vmapped random init costs
@@ -634,7 +886,8 @@ class Trainer:
 
             def build():
                 def init_seeds(keys):
-                    trees = [f.init_fn(jax.random.fold_in(keys[0], s), **static)
+                    trees = [self._split_init(f.init_fn(jax.random.fold_in(keys[0], s),
+                                                        **static))[:2]
                              for s in range(f.num_seeds)]
                     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
                 return jax.jit(init_seeds, out_shardings=self._replicated)
@@ -694,25 +947,47 @@ class Trainer:
 
         return jax.lax.cond(jnp.all(step == step[0]), per_seed, per_member, None)
 
-    def _step(self, has_aux, data, keys, member: PopulationState, indices: jax.Array):
-        """One optimizer step of one member; returns the member and its loss."""
-        batch = jax.tree_util.tree_map(lambda a: a[indices], data)
+    def _batch(self, data, keys, member: PopulationState, indices: jax.Array):
+        """The member's minibatch: `batch_fn(key, step)`, or `data` at `indices`."""
+        batch_fn = self.functions.batch_fn
+        if batch_fn is not None:
+            key = jax.random.fold_in(jax.random.fold_in(keys[1], member.seed), member.step)
+            return batch_fn(key, member.step)
+        return jax.tree_util.tree_map(lambda a: a[indices], data)
+
+    def _step(self, resolved: Resolved, data, keys, member: PopulationState, indices: jax.Array):
+        """One optimizer step of one member; returns the member, its loss and aux metrics.
+
+        Only the inexact arrays of the parameters reach the gradient and the
+        optimizer; integer arrays and the model state are carried beside them.
+        """
+        batch = self._batch(data, keys, member, indices)
         step_key = jax.random.fold_in(jax.random.fold_in(keys[2], member.seed), member.step)
-        grad_fn = jax.value_and_grad(functools.partial(self._loss, has_aux), has_aux=True)
-        (loss, _), grads = grad_fn(member.params, batch, member.hparams, step_key)
+        trainable, frozen = _partition(member.params, _is_inexact)
+
+        def loss_of(trainable):
+            params = _combine(trainable, frozen, resolved.static_params)
+            loss, model_state, metrics = self._loss_parts(
+                resolved, params, member.model_state, batch, member.hparams, step_key)
+            return loss, (model_state, metrics)
+
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        (loss, (model_state, metrics)), grads = grad_fn(trainable)
         optimizer = self._optimizer(member.hparams)
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
-            updates, opt_state = optimizer.update(grads, member.opt_state, member.params, value=loss)
+            updates, opt_state = optimizer.update(grads, member.opt_state, trainable, value=loss)
         else:
-            updates, opt_state = optimizer.update(grads, member.opt_state, member.params)
+            updates, opt_state = optimizer.update(grads, member.opt_state, trainable)
         member = member._replace(
-            params=optax.apply_updates(member.params, updates),
+            params=_combine(optax.apply_updates(trainable, updates), frozen),
             opt_state=opt_state,
+            model_state=model_state,
             step=member.step + 1,
         )
-        return member, loss.astype(jnp.float32)
+        return member, (loss.astype(jnp.float32), metrics)
 
-    def _run_member(self, has_aux, data, keys, member: PopulationState, indices: jax.Array):
+    def _run_member(self, resolved: Resolved, data, keys, member: PopulationState,
+                    indices: jax.Array):
         """`len(indices)` steps of one member, with divergence isolation.
 
         Divergence is judged once per chunk, not per step (a per-step guard costs a
@@ -722,31 +997,34 @@ class Trainer:
         is rolled back to its state at the start of the chunk and frozen there. A
         member is independent of the others, so a NaN never reaches them.
         """
-        step = functools.partial(self._step, has_aux, data, keys)
-        end, losses = jax.lax.scan(step, member, indices)
+        step = functools.partial(self._step, resolved, data, keys)
+        end, (losses, metrics) = jax.lax.scan(step, member, indices)
         steps = indices.shape[0]
         bad = ~jnp.isfinite(losses)
         first_bad = jnp.argmax(bad)  # 0 when none is bad
-        failed = bad.any() | ~_tree_all_finite(end.params)
+        failed = bad.any() | ~_tree_all_finite((end.params, end.model_state))
         alive = member.alive & ~failed
         diverged_at = member.step + jnp.where(bad.any(), first_bad, steps - 1)
         counted = member.alive & (~bad.any() | (jnp.arange(steps) < first_bad))
         member = member._replace(
             params=_tree_where(alive, end.params, member.params),
             opt_state=_tree_where(alive, end.opt_state, member.opt_state),
+            model_state=_tree_where(alive, end.model_state, member.model_state),
             step=end.step,
             alive=alive,
             diverged_step=jnp.where(member.alive & failed, diverged_at, member.diverged_step),
         )
-        return member, jnp.where(counted, losses, jnp.nan)
+        masked = {k: jnp.where(counted, v, jnp.nan) for k, v in metrics.items()}
+        return member, jnp.where(counted, losses, jnp.nan), masked
 
     def _evaluate_member(self, resolved: Resolved, eval_data, keys, member: PopulationState):
+        params = _combine(member.params, resolved.static_params)
         if self.functions.eval_fn is None:
-            loss, _ = self._loss(resolved.has_aux, member.params, eval_data, member.hparams,
-                                 keys[2])
+            loss, _, _ = self._loss_parts(resolved, params, member.model_state, eval_data,
+                                          member.hparams, keys[2])
             out = {"eval_loss": loss}
         else:
-            out = self._eval_raw(member.params, eval_data, member.hparams)
+            out = self._eval_raw(params, member.model_state, eval_data, member.hparams)
             if not isinstance(out, Mapping):
                 out = {resolved.eval_names[0]: out}
         return {k: jnp.where(member.alive, jnp.asarray(out[k], jnp.float32), jnp.nan)
@@ -755,6 +1033,11 @@ class Trainer:
     # -- compiled programs -----------------------------------------------------------
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
+        if self.num_devices == 1:
+            # Nothing to shard. Outside `shard_map` values carry no manual-mesh
+            # sharding in their abstract values, which `eqx.nn.State.set` compares
+            # (old and new state must be the same `ShapeDtypeStruct`).
+            return fn
         return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                              check_vma=False)
 
@@ -823,14 +1106,17 @@ class Trainer:
         def build():
             def init_local(hp, seeds, seed_params, init_params, keys):
                 def one(h, s):
-                    params = self._init_params(h, s, keys, seed_params, init_params)
-                    return params, self._optimizer(h).init(params)
+                    params, model_state = self._init_member(h, s, keys, seed_params,
+                                                            init_params)
+                    trainable = _partition(params, _is_inexact)[0]
+                    return params, model_state, self._optimizer(h).init(trainable)
 
-                params, opt_state = jax.vmap(one)(hp, seeds)
+                params, model_state, opt_state = jax.vmap(one)(hp, seeds)
                 n = seeds.shape[0]
                 return PopulationState(
                     params=params,
                     opt_state=opt_state,
+                    model_state=model_state,
                     hparams=hp,
                     seed=seeds,
                     step=jnp.zeros(n, jnp.int32),
@@ -858,19 +1144,21 @@ class Trainer:
             params=stack(resolved.params), opt_state=stack(resolved.opt_state),
             hparams={k: vector(jnp.result_type(v)) for k, v in hparams.items()},
             seed=vector(jnp.int32), step=vector(jnp.int32), alive=vector(jnp.bool_),
-            diverged_step=vector(jnp.int32),
+            diverged_step=vector(jnp.int32), model_state=stack(resolved.model_state),
         )
 
     def member_bytes(self, hparams: Mapping[str, Any]) -> int:
         """Estimated device bytes one member needs while training.
 
-        Parameters and optimizer state, held twice (the state in flight and the one
-        being computed), plus gradients and updates (each the size of the parameters).
+        Parameters, model state and optimizer state, held twice (the state in flight
+        and the one being computed), plus gradients and updates (each the size of the
+        parameters).
         """
         resolved = self.resolve(hparams)
         size = lambda tree: sum(math.prod(a.shape) * a.dtype.itemsize  # noqa: E731
                                 for a in jax.tree_util.tree_leaves(tree))
-        return 2 * (size(resolved.params) + size(resolved.opt_state)) + 2 * size(resolved.params)
+        held = size(resolved.params) + size(resolved.opt_state) + size(resolved.model_state)
+        return 2 * held + 2 * size(resolved.params)
 
     def place(self, state: PopulationState) -> PopulationState:
         """Puts a (host) population on this trainer's devices, sharded by member."""
@@ -894,23 +1182,41 @@ class Trainer:
           member at every step, float32 [M, steps] (NaN from the step a member
           diverged at; a diverged member keeps its state from before this call).
         """
+        state, losses, _ = self.train_with_metrics(state, steps, donate=donate)
+        return state, losses
+
+    def train_with_metrics(self, state: PopulationState, steps: int, *, donate: bool = False
+                           ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array]]:
+        """Like `train`, also returning the training metrics of `loss_fn`'s aux.
+
+        Returns:
+          `(state, losses, metrics)`: `metrics` maps each name in the dict `loss_fn`
+          returns beside its loss to float32 [M, steps] (NaN where the loss is).
+          Same compiled program as `train`.
+        """
         steps = positive_int("steps", steps)
         resolved = self.resolve(state.hparams)
 
         def build():
             def train_local(population, data, keys):
-                indices = self._population_indices(keys, population, steps)
-                run = functools.partial(self._run_member, resolved.has_aux, data, keys)
+                if self.functions.batch_fn is None:
+                    indices = self._population_indices(keys, population, steps)
+                else:  # the step number picks the batch
+                    indices = jnp.zeros((population.step.shape[0], steps), jnp.int32)
+                run = functools.partial(self._run_member, resolved, data, keys)
                 return jax.vmap(run)(population, indices)
 
-            return self._sharded(
-                train_local, (P(MEMBER_AXIS), P(), P()), (P(MEMBER_AXIS), P(MEMBER_AXIS))
-            )
+            return self._sharded(train_local, (P(MEMBER_AXIS), P(), P()),
+                                 (P(MEMBER_AXIS), P(MEMBER_AXIS), P(MEMBER_AXIS)))
 
         args = (state, self.data, self.keys)
         program = self._program(("train", steps, donate), build, *args,
                                 donate=(0,) if donate else ())
         return program(*args)
+
+    def aux_names(self, hparams: Mapping[str, Any]) -> tuple[str, ...]:
+        """Names of the training metrics `loss_fn` returns in its aux dict."""
+        return self.resolve(hparams).aux_names
 
     def evaluate(self, state: PopulationState) -> dict[str, jax.Array]:
         """Evaluates every member on `eval_data`: name -> float32 [M] (NaN if diverged)."""

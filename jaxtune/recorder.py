@@ -20,13 +20,19 @@ def record_steps(steps: int, eval_every: int) -> np.ndarray:
 
 
 class Recorder:
-    """Curves [N, C] of every metric, losses per step, hyperparameter history, lineage."""
+    """Curves [N, C] of every metric, losses per step, hyperparameter history, lineage.
+
+    Training metrics (`train_loss` and the `aux_names` of `loss_fn`'s aux dict) are
+    recorded as their mean over the steps since the member's previous record point.
+    """
 
     def __init__(self, steps: int, eval_every: int, metric_names: Sequence[str],
-                 record_step_loss: bool, dynamic_names: Sequence[str]):
+                 record_step_loss: bool, dynamic_names: Sequence[str],
+                 aux_names: Sequence[str] = ()):
         self.steps = steps
         self.record_steps = record_steps(steps, eval_every)
-        self.metric_names = tuple(metric_names)
+        self.aux_names = tuple(aux_names)
+        self.metric_names = tuple(metric_names) + self.aux_names
         columns = self.record_steps.size
         self.curves = {name: np.zeros((0, columns), np.float32) for name in self.metric_names}
         self.hparam_history = {name: np.zeros((0, columns), np.float32) for name in dynamic_names}
@@ -34,6 +40,7 @@ class Recorder:
         self.latest = np.zeros(0, np.int64)  # column of each member's latest record, -1 if none
         self.loss_sum = np.zeros(0, np.float64)  # training loss since the latest record
         self.loss_count = np.zeros(0, np.int64)
+        self.aux_sum = {name: np.zeros(0, np.float64) for name in self.aux_names}
         self.lineage: list[tuple[int, int, int]] = []  # (step, target, source) of every copy
 
     def add_members(self, count: int) -> None:
@@ -48,11 +55,19 @@ class Recorder:
         self.latest = grow(self.latest, -1)
         self.loss_sum = grow(self.loss_sum, 0.0)
         self.loss_count = grow(self.loss_count, 0)
+        self.aux_sum = {k: grow(v, 0.0) for k, v in self.aux_sum.items()}
 
-    def add_losses(self, members: np.ndarray, begin: np.ndarray, losses: np.ndarray) -> None:
-        """Training losses [K, L] of `members`, from their steps `begin` [K] on."""
+    def add_losses(self, members: np.ndarray, begin: np.ndarray, losses: np.ndarray,
+                   aux: Mapping[str, np.ndarray] | None = None) -> None:
+        """Training losses [K, L] of `members`, from their steps `begin` [K] on.
+
+        `aux` holds the training metrics [K, L] of the same steps, by name.
+        """
         finite = np.isfinite(losses)
         self.loss_sum[members] += np.where(finite, losses, 0.0).sum(axis=1)
+        for name, values in (aux or {}).items():
+            # Summed where the loss is finite: a NaN metric shows in its own curve.
+            self.aux_sum[name][members] += np.where(finite, values, 0.0).sum(axis=1)
         self.loss_count[members] += finite.sum(axis=1)
         # A NaN poisons the chunk's mean, as a diverged member's curve should show.
         self.loss_count[members[~finite.all(axis=1)]] = -(10**9)
@@ -70,6 +85,10 @@ class Recorder:
         count = self.loss_count[members]
         self.curves["train_loss"][members, column] = np.where(
             count > 0, self.loss_sum[members] / np.maximum(count, 1), np.nan)
+        for name, sums in self.aux_sum.items():
+            self.curves[name][members, column] = np.where(
+                count > 0, sums[members] / np.maximum(count, 1), np.nan)
+            sums[members] = 0.0
         for name, values in metrics.items():
             self.curves[name][members, column] = values
         for name, values in hparams.items():
@@ -83,6 +102,8 @@ class Recorder:
         self.lineage.append((step, int(target), int(source)))
         self.loss_sum[target] = 0.0
         self.loss_count[target] = 0
+        for sums in self.aux_sum.values():
+            sums[target] = 0.0
 
     def curve(self, metric: str) -> np.ndarray:
         if metric not in self.curves:
@@ -107,6 +128,7 @@ class Recorder:
         out["latest"] = self.latest
         out["loss_sum"] = self.loss_sum
         out["loss_count"] = self.loss_count
+        out.update({f"aux_sum:{k}": v for k, v in self.aux_sum.items()})
         out["lineage"] = np.asarray(self.lineage, np.int64).reshape(-1, 3)
         return out
 
@@ -118,4 +140,5 @@ class Recorder:
         self.latest = arrays["latest"]
         self.loss_sum = arrays["loss_sum"]
         self.loss_count = arrays["loss_count"]
+        self.aux_sum = {k: arrays[f"aux_sum:{k}"] for k in self.aux_sum}
         self.lineage = [tuple(int(x) for x in row) for row in arrays["lineage"]]

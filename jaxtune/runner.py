@@ -212,6 +212,7 @@ class Runner:
         progress: bool,
         checkpoint: Any = None,
         checkpoint_every: int = 1,
+        aux_names: tuple[str, ...] = (),
     ):
         self._make_trainer = make_trainer
         self.space = space
@@ -224,6 +225,7 @@ class Runner:
         self.metric = metric
         self.mode = mode
         self.eval_names = eval_names
+        self.aux_names = tuple(aux_names)  # training metrics from `loss_fn`'s aux dict
         self.members_per_slice = members_per_slice
         self.members_in_flight = members_in_flight
         self.keep_params = keep_params
@@ -246,7 +248,7 @@ class Runner:
         self.member_hparams = {name: np.zeros(0, np.float32) for name in space.dynamic_names}
         self.params: dict[int, Any] = {}  # member -> final parameters (host), keep_params only
         self.recorder = Recorder(steps, eval_every, ("train_loss", *eval_names),
-                                 record_step_loss, space.dynamic_names)
+                                 record_step_loss, space.dynamic_names, self.aux_names)
         self.round = 0
         self.asked = 0  # configurations drawn with `ask`
         self.trained_member_steps = 0
@@ -400,12 +402,14 @@ class Runner:
             steps = self.member_step[live]
             length = int(np.min(self._next_record(steps) - steps))
             trainer = self.groups[piece.group].trainer
-            piece.state, losses = trainer.train(piece.state, length, donate=True)
+            piece.state, losses, aux = trainer.train_with_metrics(piece.state, length,
+                                                                  donate=True)
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
-            pending.append((piece, length, losses, evaluated))
+            pending.append((piece, length, losses, aux, evaluated))
         reached, completed, diverged = [], [], []
-        for piece, length, losses, evaluated in pending:
+        for piece, length, losses, aux, evaluated in pending:
             losses = np.asarray(losses)
+            aux = {k: np.asarray(v) for k, v in aux.items()}
             evaluated = {k: np.asarray(v) for k, v in evaluated.items()}
             alive = np.asarray(piece.state.alive)
             diverged_at = np.asarray(piece.state.diverged_step)
@@ -414,7 +418,8 @@ class Runner:
             begin = self.member_step[members]
             self.member_step[members] = begin + length
             self.trained_member_steps += length * members.size
-            self.recorder.add_losses(members, begin, losses[slots])
+            self.recorder.add_losses(members, begin, losses[slots],
+                                     {k: v[slots] for k, v in aux.items()})
             bad = ~alive[slots]
             at_record = ~bad & (self.member_step[members] == self._next_record(begin))
             self.recorder.record(members[at_record], self.member_step[members[at_record]],
@@ -650,7 +655,8 @@ class Runner:
             seed=self.member_seed,
             steps=recorder.record_steps.astype(np.int64),
             train_loss=recorder.curves["train_loss"],
-            metrics={name: recorder.curves[name] for name in self.eval_names},
+            metrics={name: recorder.curves[name] for name in (*self.eval_names,
+                                                              *self.aux_names)},
             diverged=self.status == DIVERGED,
             diverged_step=np.where(self.status == DIVERGED, self.diverged_step, -1),
             metric=self.metric,

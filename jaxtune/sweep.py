@@ -22,6 +22,7 @@ from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
 from jaxtune.checkpoint import Checkpointer
 from jaxtune.population import (
     Trainer,
+    check_data_form,
     check_finite_leaves,
     default_eval_every,
     is_init_function,
@@ -50,7 +51,7 @@ def sweep(
     space: Space,
     *,
     data: Any,
-    batch_size: int,
+    batch_size: int | None = None,
     steps: int,
     trials: int | None = None,
     sampler: str = "random",
@@ -92,17 +93,27 @@ def sweep(
     Args:
       loss_fn: `loss_fn(params, batch, **hparams)` returning a scalar loss or
         `(loss, aux)`; it receives the hyperparameters its signature names, and a
-        per-step PRNG key if it has a `key` parameter.
-      init_params: initial parameters shared by every member, or `init_fn(key,
-        **hparams) -> params`, called once per seed.
+        per-step PRNG key if it has a `key` parameter. A dict `aux` of scalars is
+        recorded as training-metric curves in `result.metrics`. With a
+        `model_state` parameter (BatchNorm statistics ...) it returns `(loss,
+        (new_model_state, metrics))`; see `jt.Trainer`'s module docs.
+      init_params: initial parameters shared by every member (an Equinox module,
+        an NNX state or a Linen variable dict works as it is: only its inexact
+        arrays train), or `init_fn(key, **hparams) -> params`, called once per
+        seed; `(params, model_state)` when `loss_fn` takes `model_state`.
       make_optimizer: `make_optimizer(**hparams) -> optax.GradientTransformation`,
         built inside the traced step from each member's hyperparameters. Its
         `update` gets the minibatch loss as `value=` when it takes extra arguments
         (so `reduce_on_plateau` works).
       space: the `Space` to search.
-      data: a pytree of training arrays with a common leading example axis.
-      batch_size: static; examples per step. Members with the same seed see the
-        same minibatches, drawn without replacement within an epoch.
+      data: a pytree of training arrays with a common leading example axis, or a
+        function `batch_fn(key, step) -> batch` traced inside the compiled step
+        (on-device augmentation, synthetic data, data already on the devices):
+        `key` is a PRNG key of (seed, step) and `step` the member's int32 step, so
+        members with the same seed see the same batches.
+      batch_size: static; examples per step (not used with a `batch_fn`). Members
+        with the same seed see the same minibatches, drawn without replacement
+        within an epoch.
       steps: static; the budget: optimizer steps per member.
       trials: number of configurations for the "random", "sobol" and "halton"
         samplers; for "grid", None (the whole product) or the product's size. When
@@ -194,7 +205,8 @@ def sweep(
             eval_data=shared.get("eval_data", eval_data), static_hparams=static,
             num_seeds=seeds, key=seed, devices=devices,
         )
-        shared.update(data=trainer.data, eval_data=trainer.eval_data)  # one device copy
+        shared.update(data=data if trainer.data is None else trainer.data,  # one device copy
+                      eval_data=trainer.eval_data)
         return trainer
 
     # Every static group's functions, checked abstractly before anything compiles.
@@ -210,12 +222,21 @@ def sweep(
                              f"{names}; return the same keys for every configuration.")
     first_trainer, first_hparams = next(iter(probes.items()))
     eval_names = first_trainer.eval_names(first_hparams)
+    aux_names = first_trainer.aux_names(first_hparams)
+    for trainer, one in probes.items():
+        if trainer.aux_names(one) != aux_names:
+            raise ValueError("`loss_fn` returns different training metrics for different "
+                             "static groups; return the same keys for every configuration.")
+    for name in aux_names:
+        if name in _RESERVED:
+            raise ValueError(f"`loss_fn` returns a training metric named {name!r}, which is a "
+                             "column of the result tables; rename it.")
     for name in eval_names:
         if name in _RESERVED:
             raise ValueError(f"`eval_fn` returns a metric named {name!r}, which is a column of "
                              "the result tables; rename it (e.g. 'eval_loss').")
-    _check_names({name: None for name in space.names}, dict.fromkeys(eval_names))
-    metric_names = ("train_loss", *eval_names)
+    _check_names({name: None for name in space.names}, dict.fromkeys((*eval_names, *aux_names)))
+    metric_names = ("train_loss", *eval_names, *aux_names)
     metric = metric_names[1] if metric is None and len(metric_names) > 1 else metric or "train_loss"
     if metric not in metric_names:
         raise ValueError(
@@ -230,6 +251,7 @@ def sweep(
         ask=stream, strategy=strategy, seeds=seeds, steps=steps, eval_every=eval_every,
         metric=metric, mode=mode, eval_names=eval_names, record_step_loss=record_step_loss,
         keep_params=keep_params, progress=progress, checkpoint_every=checkpoint_every,
+        aux_names=aux_names,
     )
     runner = Runner(members_per_slice=1, members_in_flight=1, **runner_options)
     strategy.setup(runner.search)
@@ -251,23 +273,14 @@ def sweep(
 
 def _check_data(data: Any, eval_data: Any, init_params: Any) -> None:
     """Data and initial parameters: numeric arrays without NaN, before anything compiles."""
-    if callable(data) or _is_iterator(data):
-        raise TypeError(
-            f"`data` must be a pytree of arrays with a leading example axis, e.g. "
-            f"`data=(x_train, y_train)`; got {type(data).__name__}."
-        )
-    leading_length("data", data)
-    check_finite_leaves("data", data)
+    if check_data_form(data) is None:
+        leading_length("data", data)
+        check_finite_leaves("data", data)
     if eval_data is not None:
         leading_length("eval_data", eval_data)
         check_finite_leaves("eval_data", eval_data)
     if not is_init_function(init_params) and init_params is not None:
         check_finite_leaves("init_params", init_params)
-
-
-def _is_iterator(value: Any) -> bool:
-    return hasattr(value, "__next__") or (hasattr(value, "__iter__") and not isinstance(
-        value, tuple | list | dict | np.ndarray | jax.Array))
 
 
 def _configurations(space: Space, configs, sampler, trials, grid_points, seed) -> Table:
@@ -306,7 +319,8 @@ def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_
     init = name(init_params) if is_init_function(init_params) else shapes(init_params)
     return {
         "space": repr(space), "loss_fn": name(loss_fn), "make_optimizer": name(make_optimizer),
-        "init": init, "eval_fn": name(eval_fn), "data": shapes(data),
+        "init": init, "eval_fn": name(eval_fn),
+        "data": name(data) if callable(data) else shapes(data),
         "eval_data": shapes(eval_data),
         "configurations": json.dumps(table.to_dict(), default=str),
         **settings,
