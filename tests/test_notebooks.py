@@ -18,12 +18,12 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 # Notebook -> the code that overrides its `parameters` cell in the test.
 QUICK = {
     "lr_sweep.ipynb": "TRIALS = 4\nSEEDS = 2\nSTEPS = 40",
-    "gradient_descent.ipynb": "STEPS = 150\nTRIALS = 11\nSEEDS = 2",
+    "gradient_descent.ipynb": "STEPS = 150\nTRIALS = 16\nSEEDS = 2",
     "learning_rate_schedules.ipynb": "STEPS = 200\nSEEDS = 1",
     "regularization_and_overfitting.ipynb": (
         "STEPS = 2000\nSEEDS = 2\nLASSO_STEPS = 200\nLASSO_TRIALS = 10"
     ),
-    "metrics_and_model_selection.ipynb": "STEPS = 200\nSEEDS = 2",
+    "metrics_and_model_selection.ipynb": "STEPS = 200\nSEEDS = 2\nWIDTHS = (2, 32)",
     "early_stopping_and_pbt.ipynb": "TRIALS = 9\nSTEPS = 54\nEVAL_EVERY = 2\nLR_FIND_STEPS = 40",
     "automatic_search.ipynb": "TRIALS = 8\nSTEPS = 60\nEVAL_EVERY = 6\nCONCURRENT = 4",
 }
