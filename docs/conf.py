@@ -108,6 +108,7 @@ SECTIONS = {
     "jaxtune.runner": "Runner",
     "jaxtune.schedules": "Schedules",
     "jaxtune.transforms": "Transforms",
+    "jaxtune.loop": "Your own loop",
     "jaxtune.population": "Population trainer",
     "jaxtune.devices": "Devices and compilation",
     "jaxtune.metrics": "Metrics",
