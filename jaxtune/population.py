@@ -905,6 +905,9 @@ class Trainer:
         Each epoch is a fresh permutation of the examples, a function of (seed,
         epoch) only, so a member's batches depend on nothing but its seed and step.
         """
+        if self.functions.batch_fn is not None:
+            raise ValueError("this trainer draws its batches with `batch_fn(key, step)`; it has "
+                             "no minibatch indices.")
         return np.asarray(self._batch_indices(self.keys, jnp.asarray([seed], jnp.int32),
                                               jnp.int32(start), int(steps))[0])
 
@@ -1033,10 +1036,11 @@ class Trainer:
     # -- compiled programs -----------------------------------------------------------
 
     def _sharded(self, fn: Callable, in_specs, out_specs) -> Callable:
-        if self.num_devices == 1:
-            # Nothing to shard. Outside `shard_map` values carry no manual-mesh
-            # sharding in their abstract values, which `eqx.nn.State.set` compares
-            # (old and new state must be the same `ShapeDtypeStruct`).
+        if self.num_devices == 1 or self._takes_model_state:
+            # Plain `jit` over member-sharded inputs: XLA partitions the member axis
+            # itself. Inside `shard_map`, values carry a manual-mesh sharding in their
+            # abstract values, which `eqx.nn.State.set` compares with that of the
+            # new state (a fresh array has none) and refuses.
             return fn
         return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                              check_vma=False)

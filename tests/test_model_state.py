@@ -239,3 +239,23 @@ def test_model_state_convention_errors():
     with pytest.raises(TypeError, match="new `model_state` whose structure differs"):
         jt.Trainer(wrong_state, sgd, init_params=(jnp.zeros((4, 1)), jnp.zeros(2)),
                    **kwargs).init(hp)
+
+
+def test_equinox_state_trains_across_two_devices_as_on_one():
+    model, model_state = eqx.nn.make_with_state(EqxNet)(jax.random.key(0))
+
+    def loss_fn(model, batch, *, model_state):
+        out, new_state = jax.vmap(model, axis_name="batch", in_axes=(0, None),
+                                  out_axes=(0, None))(batch[0], model_state)
+        return jnp.mean((out - batch[1]) ** 2), (new_state, None)
+
+    hp = {"learning_rate": np.array([0.01, 0.03], np.float32)}
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        trainer = jt.Trainer(loss_fn, make_optimizer, init_params=(model, model_state),
+                             data=(X, Y), batch_size=16, devices=devices)
+        runs.append(trainer.train(trainer.init(hp), 5))
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(runs[1][0].model_state),
+                    jax.tree_util.tree_leaves(runs[0][0].model_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
