@@ -523,9 +523,11 @@ class Runner:
             piece.state = piece.state._replace(hparams=hparams)
 
     def repack(self) -> None:
-        """Moves each group's running members into fewer or smaller slices, if that saves slots.
+        """Moves each group's running members into fewer or smaller slices.
 
-        Not while members of the group wait: they fill the free slots instead.
+        Only when that at least halves the group's slots (a new slice shape costs a
+        compile; a few diverged members in a plain sweep are not worth one), and not
+        while members of the group wait: they fill the free slots instead.
         """
         waiting_groups = set(self.member_group[self.status == WAITING].tolist())
         kept = []
@@ -537,7 +539,8 @@ class Runner:
             layout = [self.members_per_slice] * (live // self.members_per_slice)
             if live % self.members_per_slice:
                 layout.append(self._bucket(live % self.members_per_slice))
-            if group in waiting_groups or sum(layout) >= sum(p.members.size for p in pieces):
+            # Worth a new shape (a compile) only when it saves at least half the work.
+            if group in waiting_groups or 2 * sum(layout) > sum(p.members.size for p in pieces):
                 kept.extend(pieces)
                 continue
             trainer = self.groups[group].trainer
