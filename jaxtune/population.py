@@ -77,6 +77,7 @@ import collections
 import functools
 import inspect
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -208,6 +209,29 @@ def _check_same_tree(name: str, before: Any, after: Any) -> None:
             f"{shapes(before)}\n  returned: {jax.tree_util.tree_structure(after)} "
             f"{shapes(after)}"
         )
+
+
+def _refuse_nnx_state(params: Any) -> None:
+    """Raises TypeError at the first NNX BatchNorm statistic in the parameters.
+
+    In an NNX module's pytree form the statistics are float arrays: the optimizer
+    would "train" them (weight decay shrinking the variance) while their updates
+    inside the module were lost.
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:  # flax not imported: no NNX variable can be in the tree
+        return
+    leaves = jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda x: isinstance(x, nnx.BatchStat))[0]
+    for path, leaf in leaves:
+        if isinstance(leaf, nnx.BatchStat):
+            raise TypeError(
+                f"parameter leaf {_path(path, 'params')} is an `nnx.BatchStat`: model state "
+                "that the optimizer must not train. Split it off and give `loss_fn` a "
+                "`model_state` parameter: `graphdef, params, stats = nnx.split(model, "
+                "nnx.Param, nnx.BatchStat)`, `init_params=(params, stats)`, and return "
+                "`(loss, (nnx.state(model, nnx.BatchStat), metrics))`."
+            )
 
 
 DATA_FORMS = (
@@ -859,6 +883,7 @@ class Trainer:
                         f"`{role}` gave model state leaf {_path(path, 'model_state')} of type "
                         f"{type(leaf).__name__}; the model state must hold arrays only (keep "
                         "other values in the parameters or in `loss_fn`).")
+        _refuse_nnx_state(raw)
         params, static = _partition(raw, _is_array)
         return params, model_state, static
 

@@ -88,3 +88,25 @@ def test_nnx_dropout_with_a_key_per_step_trains():
     state, losses = trainer.train(state, 5)
     assert np.all(np.isfinite(losses))
     np.testing.assert_array_equal(losses[0], losses[1])  # same seed, same dropout masks
+
+
+class BatchNormNet(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(3, 4, rngs=rngs)
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.norm(self.linear(x)).sum(axis=1, keepdims=True)
+
+
+def test_nnx_batch_statistics_inside_the_parameters_are_refused_with_the_fix():
+    model = BatchNormNet(nnx.Rngs(0))  # the module's pytree form, statistics included
+
+    def loss_fn(model, batch):
+        return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+
+    trainer = jt.Trainer(loss_fn, adamw, init_params=model, data=(X, Y), batch_size=16,
+                         devices=jax.devices()[:1])
+    with pytest.raises(TypeError, match=r"params\.norm\.mean is an `nnx.BatchStat`.*"
+                                        r"`model_state` parameter"):
+        trainer.init({"learning_rate": np.array([0.01], np.float32)})
