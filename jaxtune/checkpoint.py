@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from jaxtune.distributed import gather, is_main_process, sync
 from jaxtune.population import PopulationState
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Checkpointer:
         arrays: dict[str, np.ndarray] = {}
         slices = []
         for k, piece in enumerate(runner.slices):
-            leaves = jax.tree_util.tree_leaves(jax.device_get(piece.state))
+            leaves = jax.tree_util.tree_leaves(gather(piece.state))
             for i, leaf in enumerate(leaves):
                 arrays[f"slice:{k}:{i}"] = np.asarray(leaf)
             for name, values in piece.hparams.items():
@@ -110,7 +111,9 @@ class Checkpointer:
             "stream": None if runner.stream is None else runner.stream.state_dict(),
         }
         arrays["__meta__"] = np.asarray(json.dumps(meta))
-        write_atomically(self.path, arrays)
+        if is_main_process():  # every process gathered the same arrays; one writes them
+            write_atomically(self.path, arrays)
+        sync("jaxtune checkpoint written")
 
     def restore(self, runner: Runner) -> bool:
         """Loads the checkpoint into `runner`; False when there is none yet."""

@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
                            "(default: $JAXTUNE_CACHE_DIR or ~/.cache/jaxtune/xla)")
     demo.add_argument("--no-compilation-cache", action="store_true",
                       help="compile from scratch, keeping nothing on disk")
+    demo.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="join a multi-process run coordinated by process 0 at HOST:PORT "
+                           "(with --num-processes and --process-id; on SLURM pass "
+                           "--coordinator auto and nothing else)")
+    demo.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="processes in the multi-process run")
+    demo.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's rank, 0 ... N-1")
     demo.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                       help="checkpoint at record points; the same command again resumes")
     demo.add_argument("--optuna", action="store_true",
@@ -69,7 +77,14 @@ def _demo(args: argparse.Namespace) -> int:
     import jaxtune as jt
 
     # Must precede any JAX computation: JAX fixes its device list when it starts.
-    jt.use_cpu_devices(args.cpu_devices)
+    if args.coordinator is not None:
+        # One device per process unless asked: the processes share this machine's cores.
+        jt.use_cpu_devices(args.cpu_devices or 1)
+        auto = args.coordinator == "auto"
+        jt.distributed.initialize(None if auto else args.coordinator,
+                                  args.num_processes, args.process_id)
+    else:
+        jt.use_cpu_devices(args.cpu_devices)
     if not args.no_compilation_cache:
         jt.enable_compilation_cache(args.compilation_cache)
 
@@ -78,9 +93,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     from jaxtune.demo import digits_sweep
 
-    devices = jax.local_devices()
-    print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, {args.steps} steps, "
-          f"on {len(devices)} {devices[0].platform} device(s)")
+    devices = jax.devices()
+    main = jt.distributed.is_main_process()
+    if main:
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, "
+              f"{args.steps} steps, on {len(devices)} {devices[0].platform} device(s){processes}")
     start = time.perf_counter()
     extra = {}
     if args.checkpoint_dir:
@@ -111,6 +129,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"jaxtune demo: {error}", file=sys.stderr)  # the study: storage, direction...
         return 2
     elapsed = time.perf_counter() - start
+    if not main:  # every process holds the same result; process 0 reports it
+        return 0
 
     with pd.option_context("display.width", 120, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):

@@ -59,9 +59,13 @@ def use_cpu_devices(n: int | None = None) -> int:
 
 
 def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh whose single axis, "member", spans `devices` (default: all local)."""
+    """A 1-D mesh whose single axis, "member", spans `devices`.
+
+    The default is every device of every process: under `jax.distributed` the
+    members are sharded over the whole run.
+    """
     if devices is None:
-        devices = jax.local_devices()
+        devices = jax.devices()
     devices = list(devices)
     if not devices:
         raise ValueError("`devices` must name at least one device, got an empty sequence.")

@@ -91,6 +91,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxtune._checks import positive_int
 from jaxtune.devices import MEMBER_AXIS, member_mesh
+from jaxtune.distributed import place
 
 
 class PopulationState(NamedTuple):
@@ -609,10 +610,10 @@ class Trainer:
         replicated = NamedSharding(self.mesh, P())
         self._replicated = replicated
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
-        self.keys = jax.device_put(jax.random.split(root, 3), replicated)  # init, order, step
-        self.data = None if batch_fn is not None else jax.device_put(data, replicated)
-        self.eval_data = None if eval_data is None else jax.device_put(eval_data, replicated)
-        self.init_params = None if init_fn else jax.device_put(init_params, replicated)
+        self.keys = place(jax.random.split(root, 3), replicated)  # init, order, step
+        self.data = None if batch_fn is not None else place(data, replicated)
+        self.eval_data = None if eval_data is None else place(eval_data, replicated)
+        self.init_params = None if init_fn else place(init_params, replicated)
         self._seed_params_cache: Any = None
 
     # -- the user functions, resolved once per hyperparameter signature ----------------
@@ -956,24 +957,25 @@ class Trainer:
         columns = (t % per_epoch)[:, None] * batch_size + jnp.arange(batch_size)
         return orders[:, epoch[:, None], columns]
 
-    def _population_indices(self, keys, population: PopulationState, steps: int) -> jax.Array:
-        """Each member's minibatch indices [M, steps, batch_size], from its own step.
+    def _population_indices(self, keys, population: PopulationState, start: jax.Array,
+                            steps: int, aligned: bool) -> tuple[jax.Array, bool]:
+        """The minibatch indices of every member, and whether they are shared.
 
-        When every member is at the same step (a plain sweep, always) the orders are
-        drawn once per seed and shared; otherwise once per member.
+        `aligned` (static): every member is at step `start`. Then the orders are drawn
+        once per seed; with a single seed every member shares one [steps, batch_size]
+        array, so the minibatch gather and the first layer's input stay unbatched
+        under `vmap` (one matmul against every member's weights). Otherwise each
+        member draws its own [steps, batch_size] from its own step.
         """
-        step = population.step
-
-        def per_seed(_):
-            shared = self._batch_indices(keys, jnp.arange(self.functions.num_seeds), step[0],
-                                         steps)
-            return shared[population.seed]
-
-        def per_member(_):
-            return jax.vmap(lambda s, t: self._batch_indices(keys, s[None], t, steps)[0])(
-                population.seed, step)
-
-        return jax.lax.cond(jnp.all(step == step[0]), per_seed, per_member, None)
+        num_seeds = self.functions.num_seeds
+        if aligned:
+            shared = self._batch_indices(keys, jnp.arange(num_seeds), start, steps)
+            if num_seeds == 1:
+                return shared[0], True
+            return shared[population.seed], False
+        indices = jax.vmap(lambda s, t: self._batch_indices(keys, s[None], t, steps)[0])(
+            population.seed, population.step)
+        return indices, False
 
     def _batch(self, data, keys, member: PopulationState, indices: jax.Array):
         """The member's minibatch: `batch_fn(key, step)`, or `data` at `indices`."""
@@ -1155,8 +1157,8 @@ class Trainer:
             return self._sharded(init_local, (P(MEMBER_AXIS), P(MEMBER_AXIS), P(), P(), P()),
                                  P(MEMBER_AXIS))
 
-        args = (jax.device_put(hparams, self._member_sharding),
-                jax.device_put(seed, self._member_sharding), seed_params, self.init_params,
+        args = (place(hparams, self._member_sharding),
+                place(seed, self._member_sharding), seed_params, self.init_params,
                 self.keys)
         return self._program("init", build, *args)(*args)
 
@@ -1191,10 +1193,10 @@ class Trainer:
 
     def place(self, state: PopulationState) -> PopulationState:
         """Puts a (host) population on this trainer's devices, sharded by member."""
-        return jax.device_put(state, self._member_sharding)
+        return place(state, self._member_sharding)
 
-    def train(self, state: PopulationState, steps: int, *, donate: bool = False
-              ) -> tuple[PopulationState, jax.Array]:
+    def train(self, state: PopulationState, steps: int, *, donate: bool = False,
+              aligned: bool | None = None) -> tuple[PopulationState, jax.Array]:
         """Runs `steps` optimizer steps for every member as one compiled `lax.scan`.
 
         Every member continues from its own step: members at different steps train
@@ -1205,41 +1207,57 @@ class Trainer:
           steps: static; number of steps. Each new value compiles once.
           donate: reuse `state`'s buffers for the result (then `state` must not be
             used again); keeps one population in memory instead of two.
+          aligned: static; whether every member is at the same step (default: read
+            from `state`, which waits for it to be computed). Aligned populations run
+            a program that draws minibatches once per seed.
 
         Returns:
           `(state, losses)`: the advanced population and the training loss of every
           member at every step, float32 [M, steps] (NaN from the step a member
           diverged at; a diverged member keeps its state from before this call).
         """
-        state, losses, _ = self.train_with_metrics(state, steps, donate=donate)
+        state, losses, _ = self.train_with_metrics(state, steps, donate=donate, aligned=aligned)
         return state, losses
 
-    def train_with_metrics(self, state: PopulationState, steps: int, *, donate: bool = False
+    def train_with_metrics(self, state: PopulationState, steps: int, *, donate: bool = False,
+                           aligned: bool | None = None, start: int | None = None
                            ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array]]:
         """Like `train`, also returning the training metrics of `loss_fn`'s aux.
+
+        `start` is the common step of an aligned population (read from `state` when
+        not given); the runner passes it, knowing it on the host.
 
         Returns:
           `(state, losses, metrics)`: `metrics` maps each name in the dict `loss_fn`
           returns beside its loss to float32 [M, steps] (NaN where the loss is).
           Same compiled program as `train`.
         """
+        from jaxtune.distributed import gather
+
         steps = positive_int("steps", steps)
         resolved = self.resolve(state.hparams)
+        if aligned is None or (aligned and start is None):
+            member_steps = gather(state.step)
+            aligned = bool(np.all(member_steps == member_steps[0]))
+            start = int(member_steps[0])
+        aligned = bool(aligned) and self.functions.batch_fn is None
 
         def build():
-            def train_local(population, data, keys):
-                if self.functions.batch_fn is None:
-                    indices = self._population_indices(keys, population, steps)
-                else:  # the step number picks the batch
-                    indices = jnp.zeros((population.step.shape[0], steps), jnp.int32)
+            def train_local(population, data, keys, start):
                 run = functools.partial(self._run_member, resolved, data, keys)
-                return jax.vmap(run)(population, indices)
+                if self.functions.batch_fn is not None:  # the step number picks the batch
+                    indices = jnp.zeros((population.step.shape[0], steps), jnp.int32)
+                    return jax.vmap(run)(population, indices)
+                indices, shared = self._population_indices(keys, population, start, steps,
+                                                           aligned)
+                return jax.vmap(run, in_axes=(0, None if shared else 0))(population, indices)
 
-            return self._sharded(train_local, (P(MEMBER_AXIS), P(), P()),
+            return self._sharded(train_local, (P(MEMBER_AXIS), P(), P(), P()),
                                  (P(MEMBER_AXIS), P(MEMBER_AXIS), P(MEMBER_AXIS)))
 
-        args = (state, self.data, self.keys)
-        program = self._program(("train", steps, donate), build, *args,
+        args = (state, self.data, self.keys,
+                place(np.int32(start or 0), self._replicated))
+        program = self._program(("train", steps, donate, aligned), build, *args,
                                 donate=(0,) if donate else ())
         return program(*args)
 
@@ -1277,8 +1295,8 @@ class Trainer:
         freed slots with new members and repacks survivors, all without the
         parameters leaving the devices.
         """
-        index = jax.device_put(np.asarray(index, np.int32), self._member_sharding)
-        mask = jax.device_put(np.asarray(mask, bool), self._member_sharding)
+        index = place(np.asarray(index, np.int32), self._member_sharding)
+        mask = place(np.asarray(mask, bool), self._member_sharding)
 
         def build():
             def pick(old, new, index, mask):
@@ -1293,7 +1311,7 @@ class Trainer:
 
     def take(self, source: PopulationState, index: Any) -> PopulationState:
         """A population whose slot j is member `index[j]` of `source` (any size)."""
-        index = jax.device_put(np.asarray(index, np.int32), self._member_sharding)
+        index = place(np.asarray(index, np.int32), self._member_sharding)
 
         def build():
             def take(source, index):

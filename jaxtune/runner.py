@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxtune.distributed import any_process, gather, is_main_process, place
 from jaxtune.population import PopulationState, Trainer
 from jaxtune.recorder import Recorder
 from jaxtune.results import SweepResult
@@ -381,7 +382,7 @@ class Runner:
         members = piece.members[slots]
         self.status[members] = status
         if self.keep_params and members.size:
-            params = jax.device_get(piece.state.params)
+            params = gather(piece.state.params)
             for slot, member in zip(slots, members):
                 self.params[int(member)] = jax.tree_util.tree_map(lambda a, s=slot: a[s].copy(),
                                                                   params)
@@ -402,17 +403,15 @@ class Runner:
             steps = self.member_step[live]
             length = int(np.min(self._next_record(steps) - steps))
             trainer = self.groups[piece.group].trainer
-            piece.state, losses, aux = trainer.train_with_metrics(piece.state, length,
-                                                                  donate=True)
+            aligned = bool(np.all(steps == steps[0]))
+            piece.state, losses, aux = trainer.train_with_metrics(
+                piece.state, length, donate=True, aligned=aligned, start=int(steps[0]))
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
             pending.append((piece, length, losses, aux, evaluated))
         reached, completed, diverged = [], [], []
         for piece, length, losses, aux, evaluated in pending:
-            losses = np.asarray(losses)
-            aux = {k: np.asarray(v) for k, v in aux.items()}
-            evaluated = {k: np.asarray(v) for k, v in evaluated.items()}
-            alive = np.asarray(piece.state.alive)
-            diverged_at = np.asarray(piece.state.diverged_step)
+            losses, aux, evaluated, alive, diverged_at = gather(
+                (losses, aux, evaluated, piece.state.alive, piece.state.diverged_step))
             slots = np.flatnonzero(piece.members >= 0)
             members = piece.members[slots]
             begin = self.member_step[members]
@@ -519,7 +518,7 @@ class Runner:
             touched[id(piece)] = piece
         for piece in touched.values():
             sharding = piece.state.seed.sharding
-            hparams = {k: jax.device_put(v, sharding) for k, v in piece.hparams.items()}
+            hparams = {k: place(v, sharding) for k, v in piece.hparams.items()}
             piece.state = piece.state._replace(hparams=hparams)
 
     def repack(self) -> None:
@@ -585,6 +584,7 @@ class Runner:
                     self.repack()
                     self.round += 1
                     self._draw(bar, self.trained_member_steps - before)
+                    self._interrupted = any_process(self._interrupted)
                     if self.checkpoint is not None and (
                             self._interrupted or self.round % self.checkpoint_every == 0):
                         self.checkpoint.save(self)
@@ -628,8 +628,9 @@ class Runner:
                 signal.signal(signal.SIGINT, previous)
                 raise KeyboardInterrupt
             self._interrupted = True
-            print("\njaxtune: stopping at the next record point (Ctrl-C again to abort now)",
-                  flush=True)
+            if is_main_process():
+                print("\njaxtune: stopping at the next record point (Ctrl-C again to abort now)",
+                      flush=True)
 
         signal.signal(signal.SIGINT, handler)
         try:
@@ -755,7 +756,7 @@ def _gib(size: float) -> str:
 
 
 def _progress_bar(enabled: bool):
-    if not enabled:
+    if not enabled or not is_main_process():  # one bar for a multi-process sweep
         return None
     try:
         from tqdm import tqdm

@@ -183,6 +183,14 @@ class OptunaSearch(Strategy):
     # -- setup: everything checked before anything compiles ------------------------------
 
     def setup(self, search: Search) -> None:
+        import jax
+
+        if jax.process_count() > 1:
+            raise ValueError(
+                "OptunaSearch runs in one process: every process would ask the study for "
+                "trials of its own. Run the study from one process (it can still use every "
+                "local device), or use a strategy that decides from the records alone."
+            )
         self._metric, self._mode = resolve_metric(search, self.metric, self.mode, "OptunaSearch")
         self._distributions = distributions(search.space)
         if self.study is None:

@@ -1,0 +1,113 @@
+"""Many processes, one sweep: jaxtune under JAX's multi-controller runtime.
+
+Every process runs the same program. After `jax.distributed.initialize()` the
+member mesh spans every process's devices (`jax.devices()`), each process holds
+only its own shards of the population, and what the host needs (losses, metrics,
+the final parameters) is gathered at record points with
+`jax.experimental.multihost_utils.process_allgather`. Everything the runner
+decides is a function of those gathered values and of the root seed, so every
+process decides the same thing and returns the same `SweepResult`; only process 0
+prints, draws progress and writes files.
+
+    import jaxtune as jt
+    jt.distributed.initialize("host0:1234", num_processes=2, process_id=RANK)
+    result = jt.sweep(...)            # the same call on every process
+
+On SLURM, Open MPI or Cloud TPU, `initialize()` with no arguments reads the
+environment, as `jax.distributed.initialize` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["any_process", "gather", "initialize", "is_main_process", "sync"]
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, heartbeat_timeout_seconds: int = 60,
+               **kwargs: Any) -> None:
+    """Joins this process to a multi-process run (`jax.distributed.initialize`).
+
+    On CPU it selects gloo for the collectives (JAX's CPU default has none across
+    processes). Call it before any JAX computation, on every process, with the
+    same coordinator. A process that dies makes the others fail after
+    `heartbeat_timeout_seconds` instead of waiting forever.
+
+    Args:
+      coordinator_address: "host:port" of process 0 (None: from SLURM/MPI/TPU env).
+      num_processes: how many processes take part (None: from the environment).
+      process_id: this process's rank, 0 ... num_processes-1 (None: from the env).
+      heartbeat_timeout_seconds: how long a silent process is waited for.
+      **kwargs: passed on to `jax.distributed.initialize`.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds, **kwargs)
+
+
+def is_main_process() -> bool:
+    """True on process 0, the one that prints, draws progress and writes files."""
+    return jax.process_index() == 0
+
+
+def gather(tree: Any) -> Any:
+    """A pytree of (possibly multi-process) arrays as host NumPy arrays, on every process.
+
+    One process alone: `np.asarray` of each leaf. Several: each leaf that is not
+    fully addressable is all-gathered (a collective: every process must call this
+    at the same point, as the runner does at record points).
+    """
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if leaf.is_fully_replicated:
+                return np.asarray(leaf.addressable_data(0))
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(leaf)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches this point (nothing to do with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is True on any (e.g. one process got Ctrl-C)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([flag], np.int32))
+    return bool(np.any(flags))
+
+
+def place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """`jax.device_put(tree, sharding)`, also when `sharding` spans other processes.
+
+    JAX places host (NumPy) values on a multi-process sharding, each process
+    putting its own shards; an array already on this process's devices is brought
+    back to the host first. Every process must pass the same values.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype,
+                                                                 jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(leaf)), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        if isinstance(leaf, jax.Array) and leaf.is_fully_addressable:
+            leaf = np.asarray(leaf)
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map(one, tree)

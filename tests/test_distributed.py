@@ -1,0 +1,116 @@
+"""Two processes under jax.distributed run the same sweep as one process with two devices."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import jaxtune as jt
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 1)
+    import jaxtune as jt
+    process_id = int(sys.argv[2])
+    jt.distributed.initialize(f"localhost:{sys.argv[1]}", num_processes=2,
+                              process_id=process_id, heartbeat_timeout_seconds=10)
+    sys.path.insert(0, sys.argv[4])
+    from test_distributed import run_sweep
+
+    class DieAt(jt.MedianStopping):
+        def decide(self, search, report):
+            if process_id == 1 and int(search.step.max()) == int(sys.argv[5]):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().decide(search, report)
+
+    strategy = None if sys.argv[6] == "plain" else DieAt(min_steps=4, min_trials=2)
+    result = run_sweep(jax.devices(), strategy, checkpoint_dir=sys.argv[7] or None)
+    result.save(os.path.join(sys.argv[3], f"result-{process_id}.npz"))
+""")
+
+
+def run_sweep(devices, strategy=None, checkpoint_dir=None):
+    import jax.numpy as jnp
+    import optax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ rng.normal(size=(3, 1))).astype(np.float32)
+
+    def init_fn(key):
+        return {"w": 0.3 * jax.random.normal(key, (3, 1)), "b": jnp.zeros(1)}
+
+    def loss(params, batch):
+        return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
+
+    return jt.sweep(loss, init_fn, lambda learning_rate: optax.adam(learning_rate),
+                    jt.Space(learning_rate=jt.loguniform(1e-3, 0.3)), data=(x, y),
+                    eval_data=(x, y), batch_size=8, steps=16, eval_every=4, trials=4, seeds=2,
+                    devices=devices, progress=False, strategy=strategy,
+                    checkpoint_dir=checkpoint_dir)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path, kind, die_at=-1, checkpoint=""):
+    script = tmp_path / "worker.py"
+    script.write_text(SCRIPT)
+    port = free_port()
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path),
+                              here, str(die_at), kind, checkpoint], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+
+
+def assert_same(a, b):
+    for field in ("trial", "seed", "status", "steps_trained"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-6, atol=1e-7)
+    for name in a.metrics:
+        np.testing.assert_allclose(a.metrics[name], b.metrics[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["plain", "median"])
+def test_two_processes_equal_one_process_with_two_devices(tmp_path, kind):
+    processes = launch(tmp_path, kind)
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    strategy = None if kind == "plain" else jt.MedianStopping(min_steps=4, min_trials=2)
+    expected = run_sweep(jax.devices()[:2], strategy)
+    for i in range(2):
+        assert_same(jt.SweepResult.load(tmp_path / f"result-{i}.npz"), expected)
+
+
+@pytest.mark.slow
+def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path):
+    checkpoint = str(tmp_path / "ckpt")
+    processes = launch(tmp_path, "median", die_at=8, checkpoint=checkpoint)
+    start = time.monotonic()
+    outputs = [process.communicate(timeout=300) for process in processes]
+    codes = [process.returncode for process in processes]
+    assert codes[1] == -signal.SIGKILL, outputs[1][1][-3000:]
+    assert codes[0] != 0, "the surviving process must fail, not hang or succeed"
+    assert outputs[0][1], "the surviving process must say why it failed"
+    assert time.monotonic() - start < 300
+    processes = launch(tmp_path, "median", checkpoint=checkpoint)
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    expected = run_sweep(jax.devices()[:2], jt.MedianStopping(min_steps=4, min_trials=2))
+    assert_same(jt.SweepResult.load(tmp_path / "result-0.npz"), expected)
