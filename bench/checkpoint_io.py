@@ -51,6 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from _cli import log, parse_ints, positive
 
 from jaxtune.demo import mlp_init
 
@@ -60,34 +61,13 @@ QUICK_REPEATS = 3
 IMPORT_REPEATS = 3
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    values = _parse_ints(text)
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
-    return values[0]
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="orbax-checkpoint vs atomic .npz (see module docstring).")
-    parser.add_argument("--sizes", type=_parse_ints, default=DEFAULT_SIZES,
+    parser.add_argument("--sizes", type=parse_ints, default=DEFAULT_SIZES,
                         help=f"members M (default {','.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--repeats", type=_positive, default=None,
+    parser.add_argument("--repeats", type=positive, default=None,
                         help=f"timed saves and restores per cell (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})")
-    parser.add_argument("--import-repeats", type=_positive, default=IMPORT_REPEATS,
+    parser.add_argument("--import-repeats", type=positive, default=IMPORT_REPEATS,
                         help=f"fresh interpreters per import timing (default {IMPORT_REPEATS})")
     parser.add_argument("--dir", default=None, help="where to write (default: the system temporary directory)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} repeats")
@@ -243,7 +223,7 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     start_all = time.perf_counter()
-    _log("timing imports in fresh interpreters")
+    log("timing imports in fresh interpreters")
     jax_s = import_seconds("import jax", args.import_repeats)
     orbax_s = import_seconds("import orbax.checkpoint", args.import_repeats)
     orbax_after_jax_s = import_seconds(
@@ -258,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             mib = _tree_bytes(state) / 2**20
             results = {}
             for name, save, restore in (("orbax", orbax.save, orbax.restore), ("npz", npz_save, npz_restore)):
-                _log(f"M={members}: {name}, {args.repeats} repeats")
+                log(f"M={members}: {name}, {args.repeats} repeats")
                 results[name] = measure_format(name, save, restore, state, root, args.repeats)
             o, n = results["orbax"], results["npz"]
             rows.append([members, f"{mib:.1f}",

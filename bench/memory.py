@@ -39,6 +39,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from _cli import log, parse_ints, positive
+
 DEFAULT_SIZES = (256, 1024, 4096)
 DEFAULT_STEPS = 20
 QUICK_STEPS = 4
@@ -48,27 +50,6 @@ LR_LOW, LR_HIGH = 1e-4, 1e-1
 TARGET_RATIO = 1.25  # RSS(4096) / RSS(256), the rebuilt engine's goal
 TARGET_SIZES = (256, 4096)
 WORKER_MARK = "MEMORY_JSON "
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    values = _parse_ints(text)
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
-    return values[0]
 
 
 def _parse_extra(text: str) -> tuple[str, Any]:
@@ -84,20 +65,20 @@ def _parse_extra(text: str) -> tuple[str, Any]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Peak RSS of jaxtune.sweep against N (see module docstring).")
-    parser.add_argument("--sizes", type=_parse_ints, default=DEFAULT_SIZES,
+    parser.add_argument("--sizes", type=parse_ints, default=DEFAULT_SIZES,
                         help=f"population sizes N (default {','.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--steps", type=_positive, default=None,
+    parser.add_argument("--steps", type=positive, default=None,
                         help=f"optimizer steps per member (default {DEFAULT_STEPS}, --quick {QUICK_STEPS})")
-    parser.add_argument("--members-per-slice", type=_positive, default=DEFAULT_MEMBERS_PER_SLICE,
+    parser.add_argument("--members-per-slice", type=positive, default=DEFAULT_MEMBERS_PER_SLICE,
                         help=f"passed to jaxtune.sweep (default {DEFAULT_MEMBERS_PER_SLICE})")
-    parser.add_argument("--repeats", type=_positive, default=1,
+    parser.add_argument("--repeats", type=positive, default=1,
                         help="fresh subprocesses per cell; the median is quoted (default 1)")
     parser.add_argument("--extra", type=_parse_extra, action="append", default=[], metavar="KEY=VALUE",
                         help="extra keyword argument for jaxtune.sweep (repeatable)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per member")
     parser.add_argument("--json", metavar="PATH", help="write every measurement to PATH")
     parser.add_argument("--worker", choices=("baseline", "imported", "sweep"), help=argparse.SUPPRESS)
-    parser.add_argument("--n", type=_positive, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=positive, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
@@ -187,10 +168,10 @@ def measure(args: argparse.Namespace) -> dict:
     cells: dict[str, list[dict]] = {}
     for repeat in range(args.repeats):
         for kind in ("baseline", "imported"):
-            _log(f"repeat {repeat + 1}/{args.repeats}: {kind}")
+            log(f"repeat {repeat + 1}/{args.repeats}: {kind}")
             cells.setdefault(kind, []).append(run_worker(args, kind))
         for n in args.sizes:
-            _log(f"repeat {repeat + 1}/{args.repeats}: sweep N={n}")
+            log(f"repeat {repeat + 1}/{args.repeats}: sweep N={n}")
             cells.setdefault(str(n), []).append(run_worker(args, "sweep", n))
 
     baseline = _median(cells["baseline"], "peak_rss_mib")

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import log, parse_ints
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -84,25 +85,11 @@ RECORD_EVERY = default_eval_every(STEPS)  # jaxtune's chunk: its train_loss aver
 WORKER_MARK = "SWEEP_SPEED_JSON "
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark jaxtune.sweep against hand-written JAX baselines (see module docstring).",
     )
-    parser.add_argument("--sizes", type=_parse_ints, default=None,
+    parser.add_argument("--sizes", type=parse_ints, default=None,
                         help="population sizes N (default 8,32,128; with --slice-sizes: 32,128)")
     parser.add_argument("--quick", action="store_true",
                         help="N = 8,32 and one repeat per measurement (a check that the script runs)")
@@ -113,7 +100,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--a-max", type=int, default=32,
                         help="largest N for baseline A (one compile per lr); larger N print 'skipped' (default 32)")
     parser.add_argument("--no-sharded", action="store_true", help="skip the 2-device subprocess")
-    parser.add_argument("--slice-sizes", type=_parse_ints, default=None,
+    parser.add_argument("--slice-sizes", type=parse_ints, default=None,
                         help="instead of the comparison, measure jaxtune per members_per_slice "
                              "(members per device per slice), e.g. 1,2,4,8,16,32")
     parser.add_argument("--json", default=None, help="also write every measurement to this JSON file")
@@ -456,7 +443,7 @@ def sharded_worker(args: argparse.Namespace) -> None:
     for n in args.sizes:
         for per_device in args.slice_sizes or (None,):
             per_slice = None if per_device is None else per_device * len(devices)
-            _log(f"sharded x{len(devices)}: jaxtune N={n} members_per_slice={per_slice or 'default'}")
+            log(f"sharded x{len(devices)}: jaxtune N={n} members_per_slice={per_slice or 'default'}")
             result = measure_jaxtune(work, n, devices, args.repeats, args.repeat_budget, per_slice)
             out["sweeps"][f"{n}/{per_device or 'default'}"] = result
     print(WORKER_MARK + json.dumps(out), flush=True)
@@ -468,14 +455,14 @@ def run_sharded(args: argparse.Namespace, sizes: Sequence[int]) -> dict | None:
                "--repeats", str(args.repeats), "--repeat-budget", str(args.repeat_budget)]
     if args.slice_sizes:
         command += ["--slice-sizes", ",".join(map(str, args.slice_sizes))]
-    _log("starting the sharded worker: " + " ".join(command[1:]))
+    log("starting the sharded worker: " + " ".join(command[1:]))
     env = dict(os.environ)
     # A forced host device count would fight the worker's own `use_cpu_devices`.
     env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
     process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     lines = [line for line in process.stdout.splitlines() if line.startswith(WORKER_MARK)]
     if process.returncode != 0 or not lines:
-        _log(f"the sharded worker failed (exit code {process.returncode}); sharded rows are missing.")
+        log(f"the sharded worker failed (exit code {process.returncode}); sharded rows are missing.")
         return None
     return json.loads(lines[-1][len(WORKER_MARK):])
 
@@ -529,26 +516,26 @@ def _ceiling_section(ceilings: list[dict], flops_step: float) -> str:
 
 
 def comparison(args: argparse.Namespace) -> dict:
-    _log(f"JAX devices in this process: {jax.devices()}; one-device runs use {jax.devices()[0]}")
+    log(f"JAX devices in this process: {jax.devices()}; one-device runs use {jax.devices()[0]}")
     one_device = jax.devices()[:1]
     work = Workload()
     flops_step = flops_per_member_step(work.layer_sizes)
-    _log("measuring the matmul ceiling")
+    log("measuring the matmul ceiling")
     ceiling = matmul_ceiling(one_device)
     results: dict[str, Any] = {"sizes": list(args.sizes), "ceiling": ceiling, "methods": {}}
 
     for n in args.sizes:
         row: dict[str, Any] = {}
-        _log(f"N={n}: jaxtune")
+        log(f"N={n}: jaxtune")
         row["jaxtune"] = measure_jaxtune(work, n, one_device, args.repeats, args.repeat_budget)
         if n <= args.a_max:
-            _log(f"N={n}: A (python loop, {n} compiles)")
+            log(f"N={n}: A (python loop, {n} compiles)")
             row["A"] = measure_a(work, n, args.repeats, args.repeat_budget)
         else:
             row["A"] = None
-        _log(f"N={n}: B (scan, sequential)")
+        log(f"N={n}: B (scan, sequential)")
         row["B"] = measure_b(work, n, args.repeats, args.repeat_budget)
-        _log(f"N={n}: C (jit(vmap(scan)))")
+        log(f"N={n}: C (jit(vmap(scan)))")
         row["C"] = measure_c(work, n, args.repeats, args.repeat_budget)
         results["methods"][n] = row
 
@@ -679,12 +666,12 @@ def slice_mode(args: argparse.Namespace) -> dict:
     one_device = jax.devices()[:1]
     work = Workload()
     flops_step = flops_per_member_step(work.layer_sizes)
-    _log("measuring the matmul ceiling")
+    log("measuring the matmul ceiling")
     ceiling = matmul_ceiling(one_device)
     measured: dict[str, Any] = {}
     for n in args.sizes:
         for per_device in (*args.slice_sizes, None):
-            _log(f"1 device: jaxtune N={n} members_per_slice={per_device or 'default'}")
+            log(f"1 device: jaxtune N={n} members_per_slice={per_device or 'default'}")
             measured[f"{n}/{per_device or 'default'}"] = measure_jaxtune(
                 work, n, one_device, args.repeats, args.repeat_budget, per_device)
     sharded = None if args.no_sharded else run_sharded(args, args.sizes)

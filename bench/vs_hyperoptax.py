@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import log, parse_ints, positive
 
 # `python bench/vs_hyperoptax.py` puts bench/ on the path: the workload and its
 # key derivation are sweep_speed's, so the two benchmarks time the same thing.
@@ -71,38 +72,17 @@ METHODS = ("hyperoptax", "jaxtune")
 WORKER_MARK = "VS_HYPEROPTAX_JSON "
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    value = _parse_ints(text)
-    if len(value) != 1:
-        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
-    return value[0]
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="jaxtune.sweep vs hyperoptax RandomSearch (see module docstring).")
-    parser.add_argument("--sizes", type=_parse_ints, default=None,
+    parser.add_argument("--sizes", type=parse_ints, default=None,
                         help=f"population sizes N (default {','.join(map(str, DEFAULT_SIZES))})")
-    parser.add_argument("--repeats", type=_positive, default=None,
+    parser.add_argument("--repeats", type=positive, default=None,
                         help="fresh subprocesses per cell; medians are quoted (default 3, --quick 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"N = {','.join(map(str, QUICK_SIZES))}, one repeat")
     parser.add_argument("--json", metavar="PATH", help="write every measurement to PATH")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
-    parser.add_argument("--n", type=_positive, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=positive, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
@@ -291,7 +271,7 @@ def compare(args: argparse.Namespace) -> dict:
         for n in args.sizes:
             # Alternate which method goes first, so drift in machine load hits both.
             for method in (METHODS if repeat % 2 == 0 else METHODS[::-1]):
-                _log(f"repeat {repeat + 1}/{args.repeats}: {method}, N={n}")
+                log(f"repeat {repeat + 1}/{args.repeats}: {method}, N={n}")
                 runs[method][n].append(run_worker(method, n))
 
     load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
