@@ -52,7 +52,8 @@ def main() -> None:
 
     methods = {
         "plain": lambda: None,
-        "successive halving": lambda: jt.SuccessiveHalving(eta=3, min_steps=steps // 27),
+        # Rungs at R/9, R/3, R: the first rung long enough to rank learning rates.
+        "successive halving": lambda: jt.SuccessiveHalving(eta=3, min_steps=steps // 9),
         "hyperband": lambda: jt.Hyperband(eta=3, min_steps=steps // 27),
         "pbt": lambda: jt.PBT(ready=steps // 9, fraction=0.25),
     }
