@@ -26,6 +26,7 @@ QUICK = {
     "metrics_and_model_selection.ipynb": "STEPS = 200\nSEEDS = 2\nWIDTHS = (2, 32)",
     "early_stopping_and_pbt.ipynb": "TRIALS = 9\nSTEPS = 54\nEVAL_EVERY = 2\nLR_FIND_STEPS = 40",
     "automatic_search.ipynb": "TRIALS = 8\nSTEPS = 60\nEVAL_EVERY = 6\nCONCURRENT = 4",
+    "flax_and_equinox.ipynb": "TRIALS = 2\nSTEPS = 40\nEQX_TRIALS = 2\nEQX_STEPS = 60",
 }
 
 ALL = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
