@@ -38,8 +38,10 @@ def test_batch_fn_equals_in_memory_data_on_the_same_batches():
     traced = trainer(batch_fn)
     a, losses_a = in_memory.train(in_memory.init(HP), 30)
     b, losses_b = traced.train(traced.init(HP), 30)
-    np.testing.assert_allclose(losses_b, losses_a, rtol=1e-6)
-    np.testing.assert_allclose(b.params, a.params, rtol=1e-6)
+    # Same batches, same updates; the in-memory program gathers one shared batch for the
+    # whole (single-seed) population, so XLA may fuse it differently: float32 rounding.
+    np.testing.assert_allclose(losses_b, losses_a, rtol=1e-5)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-5)
 
 
 def test_batch_fn_key_depends_on_seed_and_step_only():
