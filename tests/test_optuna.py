@@ -18,6 +18,9 @@ import pytest
 
 import jaxtune as jt
 
+# `TPESampler(constant_liar=True)` is marked experimental in Optuna 4.x (not in 5.x).
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STEPS, EVAL_EVERY, SEEDS = 30, 10, 2
