@@ -1,10 +1,17 @@
-"""What every benchmark script shares: progress lines on stderr and integer flags."""
+"""What every benchmark script shares: progress lines, integer flags, tables, workers."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import re
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 
 def log(message: str) -> None:
@@ -29,3 +36,61 @@ def positive(text: str) -> int:
     if len(values) != 1:
         raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
     return values[0]
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: the title, a rule, left-aligned first column, right-aligned others."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "-" * len(line(headers))
+    return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
+
+
+def run_json_worker(command: Sequence[str], mark: str) -> tuple[int, dict | None]:
+    """Runs a worker subprocess; returns its exit code and the JSON it printed after `mark`.
+
+    The worker chooses its own device count, so a forced host device count in
+    XLA_FLAGS is removed from its environment.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
+    process = subprocess.run(list(command), stdout=subprocess.PIPE, text=True, env=env, check=False)
+    lines = [line for line in process.stdout.splitlines() if line.startswith(mark)]
+    return process.returncode, json.loads(lines[-1][len(mark):]) if lines else None
+
+
+class CompileLog(logging.Handler):
+    """Collects the names of the programs XLA compiles while it is active."""
+
+    PATTERN = re.compile(r"Finished XLA compilation of (?:jit\()?([^\s)]+)\)? in")
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            self.names.append(match.group(1))
+
+    def __enter__(self):
+        import jax
+
+        self._logger = logging.getLogger("jax")
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False  # keep the compile log off stderr
+        self._context = jax.log_compiles(True)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+        return False

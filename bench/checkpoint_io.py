@@ -51,7 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
-from _cli import log, parse_ints, positive
+from _cli import log, parse_ints, positive, table
 
 from jaxtune.demo import mlp_init
 
@@ -209,17 +209,6 @@ def measure_format(name: str, save: Callable, restore: Callable, state: Any, roo
             "identical": ok, "disk_bytes": size, "save_all": save_s, "restore_all": restore_s}
 
 
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    rule = "-" * len(line(headers))
-    return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     start_all = time.perf_counter()
@@ -259,11 +248,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"orbax-checkpoint {importlib.metadata.version('orbax-checkpoint')}, "
         f"jax {jax.__version__}, numpy {np.__version__}, directory {args.dir or tempfile.gettempdir()}, "
         f"load average {load}\n"),
-        _table(f"Import time in a fresh interpreter (median of {args.import_repeats})",
+        table(f"Import time in a fresh interpreter (median of {args.import_repeats})",
                ["import", "seconds"],
                [["jax", f"{jax_s:.2f}"], ["orbax.checkpoint (imports jax too)", f"{orbax_s:.2f}"],
                 ["orbax.checkpoint after jax", f"{orbax_after_jax_s:.2f}"]]),
-        _table(f"Save and restore, median of {args.repeats} (ms); ratio = orbax / npz (>1: npz faster); "
+        table(f"Save and restore, median of {args.repeats} (ms); ratio = orbax / npz (>1: npz faster); "
                f"bit-identical = same tree, dtypes, shapes, bytes",
                ["M", "state MiB", "orbax save", "npz save", "save ratio", "orbax restore", "npz restore",
                 "restore ratio", "disk MiB orbax / npz", "bit-identical orbax / npz"], rows),

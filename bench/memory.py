@@ -30,16 +30,14 @@ import argparse
 import ast
 import json
 import os
-import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from _cli import log, parse_ints, positive
+from _cli import log, parse_ints, positive, run_json_worker, table
 
 DEFAULT_SIZES = (256, 1024, 4096)
 DEFAULT_STEPS = 20
@@ -135,29 +133,14 @@ def run_worker(args: argparse.Namespace, kind: str, n: int | None = None) -> dic
         command += ["--n", str(n)]
     for key, value in args.extra:
         command += ["--extra", f"{key}={value!r}"]
-    env = dict(os.environ)
-    # One device: a forced host device count would give the CPU process several.
-    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
-    process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
-    lines = [line for line in process.stdout.splitlines() if line.startswith(WORKER_MARK)]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"the {kind} worker (N={n}) failed (exit code {process.returncode}).")
-    return json.loads(lines[-1][len(WORKER_MARK):])
+    code, out = run_json_worker(command, WORKER_MARK)  # one device: the worker's default
+    if code != 0 or out is None:
+        raise RuntimeError(f"the {kind} worker (N={n}) failed (exit code {code}).")
+    return out
 
 
 # --------------------------------------------------------------------------------------
 # Driver and report
-
-
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    rule = "-" * len(line(headers))
-    return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -195,7 +178,7 @@ def measure(args: argparse.Namespace) -> dict:
         f"keep_params=False, members_per_slice={args.members_per_slice}, one device, extra kwargs: {extra}\n"
         f"jax {jax.__version__}, {cells['baseline'][0]['devices']} device(s) per worker, medians over "
         f"{args.repeats} fresh subprocess(es) per row, load average {load}\n"),
-        _table(f"Peak RSS (ru_maxrss) per fresh process, MiB; ratios against N={args.sizes[0]}",
+        table(f"Peak RSS (ru_maxrss) per fresh process, MiB; ratios against N={args.sizes[0]}",
                ["process", "sweep_s", "peak RSS MiB", "above imported", f"RSS / RSS({args.sizes[0]})",
                 f"above-imported / same at {args.sizes[0]}"], rows),
     ]

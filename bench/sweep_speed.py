@@ -41,11 +41,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -58,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _cli import log, parse_ints
+from _cli import CompileLog, log, parse_ints, run_json_worker, table
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -133,35 +130,6 @@ def _repeat(run: Callable[[], dict], repeats: int, budget: float) -> list[dict]:
         results.append(run())
         spent += time.perf_counter() - start
     return results
-
-
-class _CompileLog(logging.Handler):
-    """Collects the names of the programs XLA compiles while it is active."""
-    PATTERN = re.compile(r"Finished XLA compilation of (?:jit\()?([^\s)]+)\)? in")
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.names: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = self.PATTERN.search(record.getMessage())
-        if match:
-            self.names.append(match.group(1))
-
-    def __enter__(self):
-        self._logger = logging.getLogger("jax")
-        self._propagate = self._logger.propagate
-        self._logger.addHandler(self)
-        self._logger.propagate = False  # keep the compile log off stderr
-        self._context = jax.log_compiles(True)
-        self._context.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._context.__exit__(*exc)
-        self._logger.removeHandler(self)
-        self._logger.propagate = self._propagate
-        return False
 
 
 def flops_per_member_step(layer_sizes: Sequence[int]) -> float:
@@ -250,7 +218,7 @@ def run_jaxtune(work: Workload, n: int, devices, members_per_slice: int | None =
         return optax.adam(learning_rate)
 
     space = jt.Space(learning_rate=jt.loguniform(LR_LOW, LR_HIGH))
-    with _CompileLog() as compiled:
+    with CompileLog() as compiled:
         start = time.perf_counter()
         result = jt.sweep(
             cross_entropy, mlp_init, make_optimizer, space,
@@ -456,30 +424,15 @@ def run_sharded(args: argparse.Namespace, sizes: Sequence[int]) -> dict | None:
     if args.slice_sizes:
         command += ["--slice-sizes", ",".join(map(str, args.slice_sizes))]
     log("starting the sharded worker: " + " ".join(command[1:]))
-    env = dict(os.environ)
-    # A forced host device count would fight the worker's own `use_cpu_devices`.
-    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
-    process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
-    lines = [line for line in process.stdout.splitlines() if line.startswith(WORKER_MARK)]
-    if process.returncode != 0 or not lines:
-        log(f"the sharded worker failed (exit code {process.returncode}); sharded rows are missing.")
+    code, out = run_json_worker(command, WORKER_MARK)  # the worker sets its own device count
+    if code != 0 or out is None:
+        log(f"the sharded worker failed (exit code {code}); sharded rows are missing.")
         return None
-    return json.loads(lines[-1][len(WORKER_MARK):])
+    return out
 
 
 # --------------------------------------------------------------------------------------
 # Reporting
-
-
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    rule = "-" * len(line(headers))
-    return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
 
 
 def _f(value: float | None, digits: int = 2) -> str:
@@ -508,7 +461,7 @@ def _ceiling_section(ceilings: list[dict], flops_step: float) -> str:
         per_k = ", ".join(f"k={k}: {v / 1e9:.1f}" for k, v in c["per_k"].items())
         rows.append([f"{c['devices']} device(s)", f"{c['flops'] / 1e9:.1f}", per_k,
                      _rate(c["flops"] / flops_step)])
-    return _table(
+    return table(
         f"float32 matmul ceiling: jit([128k*D, 128] @ [128, 128]); MLP forward+backward = "
         f"{flops_step / 1e6:.2f} MFLOP per member-step",
         ["devices", "GFLOP/s (best)", "GFLOP/s per k", "ceiling member-steps/s"], rows,
@@ -558,7 +511,7 @@ def comparison(args: argparse.Namespace) -> dict:
             rows.append([n, labels[method], _f(m["compile_s"]), _f(m["run_s"]), _f(m["total_s"]),
                          _rate(rate), f"{100 * rate / ceiling_rate:.1f}%", m["repeats"],
                          f"{statistics.fmean(_stable(n, m['final_loss'])):.5f}"])
-    out.append(_table(
+    out.append(table(
         "One device: compile (trace+lower+XLA+warm-up), run (median), member-steps/s = N*500/run",
         ["N", "method", "compile_s", "run_s", "total_s", "member-steps/s", "of ceiling", "runs",
          f"loss, lr<={STABLE_LR:g}"], rows,
@@ -575,7 +528,7 @@ def comparison(args: argparse.Namespace) -> dict:
             diff = _max_difference(n, row["jaxtune"]["final_loss"], m["final_loss"])
             rows.append([n, f"jaxtune vs {method}", f"{m['run_s'] / jt_run:.2f}x",
                          f"{m['total_s'] / jt_total:.2f}x", f"{diff:.1e}"])
-    out.append(_table(
+    out.append(table(
         f"Ratios (>1: jaxtune faster); same-work check: max |d loss| = largest difference in "
         f"final loss (mean of the last {RECORD_EVERY} steps) over the members with lr <= {STABLE_LR:g}",
         ["N", "pair", "throughput (run)", "end-to-end (total)", "max |d loss|"], rows,
@@ -589,7 +542,7 @@ def comparison(args: argparse.Namespace) -> dict:
             rows.append([n, i + 1, call["engine_compiles"], call["train_programs"], call["init_programs"],
                          call["eval_programs"], sum(others.values()),
                          ", ".join(f"{k} x{v}" for k, v in sorted(others.items())) or "-"])
-    out.append(_table(
+    out.append(table(
         "jaxtune compiles per sweep call (one population shape per call): timing['compiles'] and "
         "XLA compilations seen",
         ["N", "call", "timing['compiles']", "train", "init", "eval", "other XLA", "other programs"], rows,
@@ -610,7 +563,7 @@ def comparison(args: argparse.Namespace) -> dict:
             [n, f"jaxtune, {sharded['devices']} devices", _f(s["compile_s"]), _f(s["run_s"]), _rate(rate2),
              f"{rate2 / rate1:.2f}x", f"{rate2 / rate_b:.2f}x", f"{100 * rate2 / ceiling2:.1f}% ({sharded['devices']} dev)"],
         ]
-        out.append(_table(
+        out.append(table(
             f"Sharded over {sharded['devices']} host devices (subprocess); C at this N: {_rate(rate_c)} "
             f"member-steps/s; max |d loss| sharded vs 1 device: {diff:.1e}",
             ["N", "run", "compile_s", "run_s", "member-steps/s", "vs 1 device", "vs B", "of ceiling"], rows,
@@ -698,7 +651,7 @@ def slice_mode(args: argparse.Namespace) -> dict:
         row += ["-"] * len(args.sizes)
     rows.append(row)
     out = [_header(), _ceiling_section([ceiling] + ([sharded["ceiling"]] if sharded else []), flops_step),
-           _table(f"jaxtune member-steps/s by members_per_slice (members per device; "
+           table(f"jaxtune member-steps/s by members_per_slice (members per device; "
                   f"CPU_MEMBERS_PER_DEVICE = {default}); run time, compile excluded",
                   headers, rows)]
 
@@ -711,7 +664,7 @@ def slice_mode(args: argparse.Namespace) -> dict:
                 s = sharded["sweeps"][f"{n}/{per_device}"]
                 rows.append([n, per_device, str(sharded["devices"]), _f(s["compile_s"]), _f(s["run_s"]),
                              s["repeats"]])
-    out.append(_table("Times behind the table above", ["N", "members/device", "devices", "compile_s",
+    out.append(table("Times behind the table above", ["N", "members/device", "devices", "compile_s",
                                                         "run_s", "runs"], rows))
     best = []
     for n in args.sizes:

@@ -42,11 +42,8 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import logging
 import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _cli import log, parse_ints, positive
+from _cli import CompileLog, log, parse_ints, positive, run_json_worker, table
 
 # `python bench/vs_hyperoptax.py` puts bench/ on the path: the workload and its
 # key derivation are sweep_speed's, so the two benchmarks time the same thing.
@@ -93,36 +90,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------------------
 # The worker: one method, one N, two calls, in a fresh process
-
-
-class _CompileLog(logging.Handler):
-    """Collects the names of the programs XLA compiles while it is active."""
-
-    PATTERN = re.compile(r"Finished XLA compilation of (?:jit\()?([^\s)]+)\)? in")
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.names: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = self.PATTERN.search(record.getMessage())
-        if match:
-            self.names.append(match.group(1))
-
-    def __enter__(self):
-        self._logger = logging.getLogger("jax")
-        self._propagate = self._logger.propagate
-        self._logger.addHandler(self)
-        self._logger.propagate = False  # keep the compile log off stderr
-        self._context = jax.log_compiles(True)
-        self._context.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._context.__exit__(*exc)
-        self._logger.removeHandler(self)
-        self._logger.propagate = self._propagate
-        return False
 
 
 def _search_space():
@@ -222,7 +189,7 @@ def worker(method: str, n: int) -> None:
                            "learning_rate": lrs.tolist()}
     with jax.default_device(jax.devices()[0]):
         for phase in ("cold", "warm"):
-            with _CompileLog() as compiled:
+            with CompileLog() as compiled:
                 start = time.perf_counter()
                 losses, extra = call()
                 out[f"{phase}_s"] = time.perf_counter() - start
@@ -235,29 +202,14 @@ def worker(method: str, n: int) -> None:
 
 def run_worker(method: str, n: int) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", method, "--n", str(n)]
-    env = dict(os.environ)
-    # One device: a forced host device count would give the CPU process several.
-    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
-    process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
-    lines = [line for line in process.stdout.splitlines() if line.startswith(WORKER_MARK)]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"the {method} worker for N={n} failed (exit code {process.returncode}).")
-    return json.loads(lines[-1][len(WORKER_MARK):])
+    code, out = run_json_worker(command, WORKER_MARK)  # one device: the worker's default
+    if code != 0 or out is None:
+        raise RuntimeError(f"the {method} worker for N={n} failed (exit code {code}).")
+    return out
 
 
 # --------------------------------------------------------------------------------------
 # Driver and report
-
-
-def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    rule = "-" * len(line(headers))
-    return "\n".join([title, rule, line(headers), rule, *map(line, cells), rule, ""])
 
 
 def _max_stable_difference(lrs: Sequence[float], a: Sequence[float], b: Sequence[float]) -> float:
@@ -292,7 +244,7 @@ def compare(args: argparse.Namespace) -> dict:
             summary[f"{n}/{phase}"] = {"hyperoptax_s": h, "jaxtune_s": j, "ratio": h / j}
             rows.append([n, phase, f"{h:.2f}", f"{j:.2f}", f"{h / j:.2f}x", f"{n * STEPS / h:,.0f}",
                          f"{n * STEPS / j:,.0f}", f"{hc:g} / {jc:g}"])
-    out.append(_table(
+    out.append(table(
         "Wall seconds per call (median); ratio = hyperoptax / jaxtune (>1: jaxtune faster); "
         "member-steps/s = N*500/wall",
         ["N", "call", "hyperoptax_s", "jaxtune_s", "ratio", "hyperoptax m-s/s", "jaxtune m-s/s",
@@ -308,7 +260,7 @@ def compare(args: argparse.Namespace) -> dict:
         best_h = float(np.nanmin(h["cold_valid_loss"]))
         best_j = float(np.nanmin(j["cold_valid_loss"]))
         rows.append([n, stable, f"{diff:.1e}", f"{warm:.1e}", f"{best_h:.4f}", f"{best_j:.4f}"])
-    out.append(_table(
+    out.append(table(
         f"Same work: validation loss per member, hyperoptax vs jaxtune (first repeat, cold call), "
         f"over the members with lr <= {STABLE_LR:g}",
         ["N", "members compared", "max |d loss|", "max |cold - warm|", "best loss h", "best loss j"], rows))
