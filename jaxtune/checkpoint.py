@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
+from jaxtune._io import write_atomically
 from jaxtune.distributed import gather, is_main_process, sync
 from jaxtune.population import PopulationState
 
@@ -33,36 +33,6 @@ if TYPE_CHECKING:
 _FILE = "sweep.npz"
 _FORMAT = "jaxtune.checkpoint"
 _VERSION = 1
-
-
-def write_atomically(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """`np.savez` to a temporary file beside `path`, fsync, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with _suppress_os_error():
-            os.remove(temporary)
-        raise
-    with _suppress_os_error():  # make the rename itself durable
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-class _suppress_os_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, OSError)
 
 
 class Checkpointer:
@@ -112,7 +82,7 @@ class Checkpointer:
         }
         arrays["__meta__"] = np.asarray(json.dumps(meta))
         if is_main_process():  # every process gathered the same arrays; one writes them
-            write_atomically(self.path, arrays)
+            write_atomically(self.path, lambda file: np.savez(file, **arrays))
         sync("jaxtune checkpoint written")
 
     def restore(self, runner: Runner) -> bool:

@@ -38,12 +38,10 @@ The ranking rules, stated once and used by `final`, `summary`, `top`, `best`,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import os
-import secrets
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -51,6 +49,8 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from jaxtune._io import write_atomically
 
 __all__ = ["BestConfig", "SweepResult"]
 
@@ -823,7 +823,7 @@ class SweepResult:
             "params": params_meta,
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
-        _write_atomically(os.fspath(path), lambda file: np.savez_compressed(file, **arrays))
+        write_atomically(os.fspath(path), lambda file: np.savez_compressed(file, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepResult:
@@ -1328,44 +1328,6 @@ def _restore_dtype(array: np.ndarray, dtype_name: str, problem: str) -> np.ndarr
     if dtype is None or np.dtype(dtype).itemsize != array.dtype.itemsize:
         raise ValueError(f"{problem}: a `params` leaf has dtype {array.dtype}, not {dtype_name}.")
     return array.view(dtype)
-
-
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
-
-
-def _write_atomically(path: str, write: Any) -> None:
-    """Calls `write(file)` on a temporary file beside `path`, then renames it onto `path`.
-
-    `os.replace` is atomic on POSIX and Windows when both names are on one file system,
-    hence the same directory. The temporary file is opened like `open(path, "wb")` would
-    (mode 0o666 less the umask), not 0o600 as `tempfile` would make it.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f"{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Makes the rename itself durable where the platform allows (POSIX)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _path_entries(key_path: tuple) -> list[dict[str, Any]]:

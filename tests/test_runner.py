@@ -243,4 +243,4 @@ def test_kill_minus_9_at_several_points_then_resume_is_bit_identical(tmp_path):
     resumed = jt.SweepResult.load(directory / "result.npz")
     assert (resumed.status == "stopped").any()
     assert_results_identical(resumed, expected)
-    assert not list(pathlib.Path(directory).glob(".tmp-*"))
+    assert not list(pathlib.Path(directory).glob("*.tmp-*"))  # no temporary file left
