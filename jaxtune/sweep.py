@@ -245,15 +245,15 @@ def sweep(
     mode = mode or guess_mode(metric)
 
     member_bytes = max(t.member_bytes(h) for t, h in probes.items())
-    required = None  # known after the strategy's setup, which needs the runner's view
-    runner_options = dict(
+    # The slice plan needs the strategy's needs, and its `setup` needs the runner's view:
+    # the runner is built first and given its plan before it runs.
+    runner = Runner(
         make_trainer=make_trainer, space=space, configurations=table,
         ask=stream, strategy=strategy, seeds=seeds, steps=steps, eval_every=eval_every,
         metric=metric, mode=mode, eval_names=eval_names, record_step_loss=record_step_loss,
         keep_params=keep_params, progress=progress, checkpoint_every=checkpoint_every,
-        aux_names=aux_names,
+        aux_names=aux_names, members_per_slice=1, members_in_flight=1,
     )
-    runner = Runner(members_per_slice=1, members_in_flight=1, **runner_options)
     strategy.setup(runner.search)
     required = strategy.members_in_flight(runner.search)
     size, in_flight = plan_slices(
