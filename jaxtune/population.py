@@ -91,7 +91,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxtune._checks import positive_int
 from jaxtune.devices import MEMBER_AXIS, member_mesh
-from jaxtune.distributed import place
+from jaxtune.distributed import gather, place
 
 
 class PopulationState(NamedTuple):
@@ -1232,8 +1232,6 @@ class Trainer:
           returns beside its loss to float32 [M, steps] (NaN where the loss is).
           Same compiled program as `train`.
         """
-        from jaxtune.distributed import gather
-
         steps = positive_int("steps", steps)
         resolved = self.resolve(state.hparams)
         if aligned is None or (aligned and start is None):
