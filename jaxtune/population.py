@@ -92,6 +92,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtune._checks import positive_int
 from jaxtune.devices import MEMBER_AXIS, member_mesh
 from jaxtune.distributed import gather, place
+from jaxtune.stream import HostStream, is_stream
 
 
 class PopulationState(NamedTuple):
@@ -239,21 +240,17 @@ DATA_FORMS = (
     "a pytree of arrays with a common leading example axis, e.g. `data=(x_train, y_train)`",
     "a function `batch_fn(key, step) -> batch`, traced inside the compiled step (`key` is a "
     "PRNG key of (seed, step), `step` the member's int32 step)",
+    "an iterable of batches (a generator, a PyTorch DataLoader, grain, tf.data as NumPy), "
+    "batch k feeding step k of every member",
 )
 
 
 def check_data_form(data: Any) -> Callable | None:
-    """The `batch_fn` when `data` is one, None for arrays; TypeError for anything else."""
+    """The `batch_fn` when `data` is one, None for arrays or a stream; TypeError otherwise."""
     if callable(data) and not any(_is_array(leaf) for leaf in jax.tree_util.tree_leaves(data)):
         return data
-    if hasattr(data, "__next__") or (hasattr(data, "__iter__") and not isinstance(
-            data, tuple | list | dict | np.ndarray | jax.Array | str)):
-        forms = "; or ".join(DATA_FORMS)
-        raise TypeError(
-            f"`data` is a {type(data).__name__} (an iterator of batches), which jaxtune cannot "
-            f"use yet; `data` must be {forms}. Collect the batches into arrays, or draw them "
-            "inside a `batch_fn`."
-        )
+    if is_stream(data):
+        return None
     for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
         if not (_is_array(leaf) or isinstance(leaf, int | float | bool)
                 or type(leaf).__module__.split(".")[0] == "pandas"):
@@ -413,6 +410,7 @@ class _Functions(NamedTuple):
     batch_size: int | None  # None with a `batch_fn`
     num_seeds: int
     batch_fn: Callable | None  # `data` as `batch_fn(key, step) -> batch`
+    streamed: bool  # `data` as an iterable of batches, one per step
     init_static: tuple[Any, tuple]  # (treedef, leaves): the non-array leaves of init_params
 
     @property
@@ -537,7 +535,17 @@ class Trainer:
             )
         _check_positional(_signature(loss_fn, "loss_fn", 2), "loss_fn", 2, "(params, batch)")
         batch_fn = check_data_form(data)
-        if batch_fn is not None:
+        self.stream = None
+        if is_stream(data):
+            self.stream = data if isinstance(data, HostStream) else HostStream(data)
+            self.num_examples = None
+            if batch_size is not None and batch_size != self.stream.batch_size:
+                raise ValueError(
+                    f"`batch_size`={batch_size!r}, but the batches of `data` hold "
+                    f"{self.stream.batch_size} examples; leave `batch_size` out with an "
+                    "iterable of batches.")
+            batch_size = self.stream.batch_size
+        elif batch_fn is not None:
             _check_positional(_signature(batch_fn, "batch_fn", 2), "data", 2, "(key, step)")
             self.num_examples = None
             if batch_size is not None:
@@ -584,7 +592,7 @@ class Trainer:
         self.functions = _Functions(
             loss_fn, make_optimizer, init_fn, eval_fn,
             tuple(sorted((k, _freeze(v)) for k, v in static.items())), batch_size, num_seeds,
-            batch_fn, init_static,
+            batch_fn, self.stream is not None, init_static,
         )
         self.loss_fn = loss_fn
         self.make_optimizer = make_optimizer
@@ -611,7 +619,7 @@ class Trainer:
         self._replicated = replicated
         self._member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self.keys = place(jax.random.split(root, 3), replicated)  # init, order, step
-        self.data = None if batch_fn is not None else place(data, replicated)
+        self.data = None if batch_fn is not None or self.stream else place(data, replicated)
         self.eval_data = None if eval_data is None else place(eval_data, replicated)
         self.init_params = None if init_fn else place(init_params, replicated)
         self._seed_params_cache: Any = None
@@ -631,7 +639,8 @@ class Trainer:
             a function returns the wrong kind of thing, or fails on these shapes.
         """
         one = {k: jax.ShapeDtypeStruct((), jnp.result_type(v)) for k, v in hparams.items()}
-        cache_key = (self.functions, _avals((one, self.data, self.eval_data, self.init_params)))
+        data = self.data if self.stream is None else self.stream.batch_shapes()
+        cache_key = (self.functions, _avals((one, data, self.eval_data, self.init_params)))
         if cache_key not in _RESOLVED:
             _RESOLVED[cache_key] = self._resolve(one)
         return _RESOLVED[cache_key]
@@ -686,6 +695,8 @@ class Trainer:
             batch = self._call("batch_fn", lambda: jax.eval_shape(
                 batch_probe, jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype),
                 jax.ShapeDtypeStruct((), jnp.int32)))
+        elif self.stream is not None:
+            batch = self.stream.batch_shapes()
         else:
             batch = jax.tree_util.tree_map(
                 lambda a: jax.ShapeDtypeStruct((f.batch_size,) + np.shape(a)[1:],
@@ -931,9 +942,9 @@ class Trainer:
         Each epoch is a fresh permutation of the examples, a function of (seed,
         epoch) only, so a member's batches depend on nothing but its seed and step.
         """
-        if self.functions.batch_fn is not None:
-            raise ValueError("this trainer draws its batches with `batch_fn(key, step)`; it has "
-                             "no minibatch indices.")
+        if self.functions.batch_fn is not None or self.stream is not None:
+            raise ValueError("this trainer's batches come from `data` as a `batch_fn` or a "
+                             "stream of batches; it has no minibatch indices.")
         return np.asarray(self._batch_indices(self.keys, jnp.asarray([seed], jnp.int32),
                                               jnp.int32(start), int(steps))[0])
 
@@ -978,7 +989,12 @@ class Trainer:
         return indices, False
 
     def _batch(self, data, keys, member: PopulationState, indices: jax.Array):
-        """The member's minibatch: `batch_fn(key, step)`, or `data` at `indices`."""
+        """The member's minibatch: `batch_fn(key, step)`, or `data` at `indices`.
+
+        For in-memory data `indices` are example indices [batch_size]; for a stream,
+        `data` is a chunk of batches [length, batch_size, ...] and `indices` the
+        position of the member's step in it.
+        """
         batch_fn = self.functions.batch_fn
         if batch_fn is not None:
             key = jax.random.fold_in(jax.random.fold_in(keys[1], member.seed), member.step)
@@ -1220,12 +1236,14 @@ class Trainer:
         return state, losses
 
     def train_with_metrics(self, state: PopulationState, steps: int, *, donate: bool = False,
-                           aligned: bool | None = None, start: int | None = None
+                           aligned: bool | None = None,
+                           live_steps: tuple[int, int] | None = None
                            ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array]]:
         """Like `train`, also returning the training metrics of `loss_fn`'s aux.
 
-        `start` is the common step of an aligned population (read from `state` when
-        not given); the runner passes it, knowing it on the host.
+        `live_steps` is the lowest and highest step of the members whose results
+        matter (read from `state` when not given); the runner passes it, knowing it on
+        the host. Equal, the population is aligned.
 
         Returns:
           `(state, losses, metrics)`: `metrics` maps each name in the dict `loss_fn`
@@ -1234,17 +1252,28 @@ class Trainer:
         """
         steps = positive_int("steps", steps)
         resolved = self.resolve(state.hparams)
-        if aligned is None or (aligned and start is None):
+        if live_steps is None and (aligned is not False or self.stream is not None):
             member_steps = gather(state.step)
-            aligned = bool(np.all(member_steps == member_steps[0]))
-            start = int(member_steps[0])
-        aligned = bool(aligned) and self.functions.batch_fn is None
+            live_steps = (int(member_steps.min()), int(member_steps.max()))
+        low, high = live_steps or (0, 0)
+        aligned = (low == high if aligned is None else bool(aligned) and low == high
+                   ) and self.functions.batch_fn is None
+        data = self.data
+        if self.stream is not None:  # the batches of steps low ... high + steps - 1
+            needed = high - low + steps
+            length = steps if aligned else 1 << (needed - 1).bit_length()  # few shapes
+            data = self.stream.window(low, length, self._replicated, needed)
 
         def build():
             def train_local(population, data, keys, start):
                 run = functools.partial(self._run_member, resolved, data, keys)
                 if self.functions.batch_fn is not None:  # the step number picks the batch
                     indices = jnp.zeros((population.step.shape[0], steps), jnp.int32)
+                    return jax.vmap(run)(population, indices)
+                if self.stream is not None:  # a position in the chunk of batches
+                    if aligned:
+                        return jax.vmap(run, in_axes=(0, None))(population, jnp.arange(steps))
+                    indices = (population.step - start)[:, None] + jnp.arange(steps)
                     return jax.vmap(run)(population, indices)
                 indices, shared = self._population_indices(keys, population, start, steps,
                                                            aligned)
@@ -1253,8 +1282,7 @@ class Trainer:
             return self._sharded(train_local, (P(MEMBER_AXIS), P(), P(), P()),
                                  (P(MEMBER_AXIS), P(MEMBER_AXIS), P(MEMBER_AXIS)))
 
-        args = (state, self.data, self.keys,
-                place(np.int32(start or 0), self._replicated))
+        args = (state, data, self.keys, place(np.int32(low), self._replicated))
         program = self._program(("train", steps, donate, aligned), build, *args,
                                 donate=(0,) if donate else ())
         return program(*args)

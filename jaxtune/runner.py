@@ -403,9 +403,9 @@ class Runner:
             steps = self.member_step[live]
             length = int(np.min(self._next_record(steps) - steps))
             trainer = self.groups[piece.group].trainer
-            aligned = bool(np.all(steps == steps[0]))
             piece.state, losses, aux = trainer.train_with_metrics(
-                piece.state, length, donate=True, aligned=aligned, start=int(steps[0]))
+                piece.state, length, donate=True,
+                live_steps=(int(steps.min()), int(steps.max())))
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
             pending.append((piece, length, losses, aux, evaluated))
         reached, completed, diverged = [], [], []
@@ -571,6 +571,7 @@ class Runner:
         start = time.perf_counter()
         if not (self.checkpoint is not None and self.checkpoint.restore(self)):
             self.add_configurations(self.strategy.initial(self.search))
+        self._release_batches()
         bar = _progress_bar(self.progress)
         try:
             with self._interruptible():
@@ -582,6 +583,7 @@ class Runner:
                     report = self.train_round()
                     self.apply(self.strategy.decide(self.search, report))
                     self.repack()
+                    self._release_batches()
                     self.round += 1
                     self._draw(bar, self.trained_member_steps - before)
                     self._interrupted = any_process(self._interrupted)
@@ -603,6 +605,14 @@ class Runner:
         if self.checkpoint is not None:
             self.checkpoint.save(self)
         return result
+
+    def _release_batches(self) -> None:
+        """Lets a stream of batches forget the steps no member will train again."""
+        stream = self.groups[0].trainer.stream if self.groups else None
+        if stream is None or self.strategy.starts_members:
+            return
+        pending = (self.status == RUNNING) | (self.status == WAITING)
+        stream.release(int(self.member_step[pending].min()) if pending.any() else self.steps)
 
     def _draw(self, bar: Any, advanced: int) -> None:
         if bar is None:

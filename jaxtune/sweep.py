@@ -32,6 +32,7 @@ from jaxtune.results import SweepResult, _check_names, guess_mode
 from jaxtune.runner import Runner, plan_slices
 from jaxtune.space import ConfigStream, Space, Table
 from jaxtune.strategies.base import Strategy
+from jaxtune.stream import HostStream, is_stream
 
 # Members per device per slice on a CPU. One core runs one slice's vmapped step:
 # too narrow wastes the vectorisation, too wide grows compile time and cache
@@ -110,10 +111,12 @@ def sweep(
         function `batch_fn(key, step) -> batch` traced inside the compiled step
         (on-device augmentation, synthetic data, data already on the devices):
         `key` is a PRNG key of (seed, step) and `step` the member's int32 step, so
-        members with the same seed see the same batches.
-      batch_size: static; examples per step (not used with a `batch_fn`). Members
-        with the same seed see the same minibatches, drawn without replacement
-        within an epoch.
+        members with the same seed see the same batches; or an iterable of batches
+        (a generator, a PyTorch `DataLoader`, grain, `tf.data` as NumPy), batch k
+        feeding step k of every member (see `jaxtune.stream`).
+      batch_size: static; examples per step (not used with a `batch_fn` or an
+        iterable of batches). Members with the same seed see the same
+        minibatches, drawn without replacement within an epoch.
       steps: static; the budget: optimizer steps per member.
       trials: number of configurations for the "random", "sobol" and "halton"
         samplers; for "grid", None (the whole product) or the product's size. When
@@ -190,6 +193,9 @@ def sweep(
         raise TypeError(f"`strategy` must be a jt.Strategy (e.g. jt.MedianStopping()), got "
                         f"{type(strategy).__name__}.")
     _check_data(data, eval_data, init_params)
+    owned_stream = is_stream(data) and not isinstance(data, HostStream)
+    if owned_stream:
+        data = HostStream(data)  # one reader, shared by every static group
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
     _check_names({name: None for name in space.names}, {})
@@ -268,12 +274,16 @@ def sweep(
             members_per_slice=size, members_in_flight=in_flight,
             devices=first_trainer.num_devices, keep_params=keep_params,
             record_step_loss=record_step_loss))
-    return runner.run()
+    try:
+        return runner.run()
+    finally:
+        if owned_stream:
+            data.close()
 
 
 def _check_data(data: Any, eval_data: Any, init_params: Any) -> None:
     """Data and initial parameters: numeric arrays without NaN, before anything compiles."""
-    if check_data_form(data) is None:
+    if check_data_form(data) is None and not is_stream(data):
         leading_length("data", data)
         check_finite_leaves("data", data)
     if eval_data is not None:
@@ -320,7 +330,7 @@ def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_
     return {
         "space": repr(space), "loss_fn": name(loss_fn), "make_optimizer": name(make_optimizer),
         "init": init, "eval_fn": name(eval_fn),
-        "data": name(data) if callable(data) else shapes(data),
+        "data": name(data) if callable(data) else repr(data) if is_stream(data) else shapes(data),
         "eval_data": shapes(eval_data),
         "configurations": json.dumps(table.to_dict(), default=str),
         **settings,

@@ -153,6 +153,8 @@ class OptunaSearch(Strategy):
       trial_numbers: jaxtune trial id -> Optuna trial number, for every trial asked.
     """
 
+    starts_members = True  # every trial that ends frees its slots for a new one
+
     def __init__(self, study: Any = None, *, trials: int | None = None, concurrent: int = 32,
                  metric: str | None = None, mode: str | None = None, storage: Any = None,
                  study_name: str | None = None, sampler: Any = None, pruner: Any = None,

@@ -19,7 +19,8 @@ checkpointed sweep resumes with the strategy exactly where it was.
 Writing one: subclass `Strategy`, override `decide` (and `initial` to choose the
 first configurations, `setup` to check arguments against the sweep before
 anything compiles, `members_in_flight` if it needs the whole population training
-at once). `MedianStopping` in `median.py` is the worked example.
+at once). `MedianStopping` in `median.py` is the worked example. A strategy
+whose decisions `start` configurations sets `starts_members = True`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,14 @@ class Strategy:
 
     Subclasses override what they decide; this base trains every configuration of
     the sweep to the full budget and decides nothing.
+
+    Attributes:
+      starts_members: whether `decide` may `start` new configurations. With `data`
+        an iterable of batches the sweep then keeps every batch it reads, since a
+        new member trains from step 0.
     """
+
+    starts_members: bool = False
 
     def setup(self, search: Search) -> None:
         """Checks the strategy's arguments against the sweep; runs before any compile."""

@@ -183,6 +183,11 @@ class SuccessiveHalving(Strategy):
             return CONTINUE
         return Decision(stop=tuple(stop), start=start)
 
+    @property
+    def starts_members(self) -> bool:
+        """ASHA's growth (`max_trials`) starts configurations during the search."""
+        return self.max_trials is not None
+
     def _new_configurations(self, search: Search, started: int, brackets: list[int]
                             ) -> Table | None:
         """ASHA's growth: a new configuration for each one stopped, up to `max_trials`."""

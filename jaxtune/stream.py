@@ -1,0 +1,205 @@
+"""Batches from a host iterator: a generator, a PyTorch `DataLoader`, grain, `tf.data`.
+
+`data=` may be any iterable of batches (each a pytree of arrays with the same
+structure, shapes and dtypes). Batch k of the stream feeds step k of *every* member:
+all members, of every seed, see the same batches, so seeds differ in their initial
+parameters and their per-step keys (dropout), not in their data. (To give seeds
+different data, draw it in a `batch_fn(key, step)`, whose key depends on the seed.)
+
+The batches a chunk of training needs are stacked into one array [steps, ...] and
+transferred once; while the devices train it, a background thread reads and stacks
+the next chunk. Members at different steps (a strategy that starts configurations
+later, a resumed sweep) read the batches of their own steps: the stream keeps on the
+host every batch a member that has not finished may still need, and forgets the
+rest. A sweep whose strategy starts new configurations during the search (Hyperband,
+Optuna) may start one at step 0 at any time, so it keeps every batch it has read.
+
+A checkpointed sweep resumes from a fresh iterator that yields the same batches from
+the start: the batches no member needs any more are read and dropped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_stream(data: Any) -> bool:
+    """Whether `data` is an iterable of batches rather than a pytree of arrays."""
+    if isinstance(data, HostStream):
+        return True
+    if isinstance(data, tuple | list | dict | str | bytes | np.ndarray | jax.Array) or callable(
+            data):
+        return False
+    if type(data).__module__.split(".")[0] == "pandas":
+        return False
+    return hasattr(data, "__iter__") or hasattr(data, "__next__")
+
+
+class HostStream:
+    """An iterable of batches, readable by step and stacked into device chunks.
+
+    Args:
+      source: an iterable (or iterator) of batches; every batch has the structure,
+        shapes and dtypes of the first.
+      prefetch: read and transfer the next chunk in a background thread while the
+        current one trains.
+    """
+
+    def __init__(self, source: Iterable, *, prefetch: bool = True):
+        if isinstance(source, HostStream):
+            raise TypeError("`source` is already a HostStream.")
+        self._iterator = iter(source)
+        self.prefetch = prefetch
+        self._first = 0  # the step of self._batches[0]
+        self._batches: list[list[np.ndarray]] = []  # host leaves of steps first, first+1, ...
+        self._read = 0  # batches taken from the iterator
+        self._skip_to = 0  # batches below this step are read and dropped
+        self._lock = threading.Lock()  # the iterator and the host batches
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxtune-data")
+        self._ahead: tuple[tuple, concurrent.futures.Future] | None = None
+        self._window: tuple[tuple, Any] | None = None  # the last chunk served
+        first = self._next()
+        if first is None:
+            raise ValueError("`data` is an empty iterator: it yielded no batch.")
+        self.treedef = first[1]
+        self.paths = [_name(p) for p, _ in first[0]]
+        self.spec = [(leaf.shape, leaf.dtype) for _, leaf in first[0]]
+        self._store(0, [leaf for _, leaf in first[0]])
+        if not self.spec or any(len(shape) == 0 for shape, _ in self.spec):
+            raise ValueError(
+                "each batch of `data` must be a pytree of arrays with a leading example axis; "
+                f"the first batch has leaves of shapes {[list(s) for s, _ in self.spec]}.")
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _next(self) -> tuple[list, Any] | None:
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            return None
+        self._read += 1
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
+        return [(path, _host(leaf, path)) for path, leaf in leaves], treedef
+
+    def _store(self, step: int, leaves: list[np.ndarray]) -> None:
+        if step >= self._first:
+            self._batches.append(leaves)
+
+    def _read_to(self, stop: int) -> None:
+        """Reads batches until the host holds steps up to `stop` (exclusive)."""
+        with self._lock:
+            while self._read < stop:
+                step = self._read
+                got = self._next()
+                if got is None:
+                    raise ValueError(
+                        f"the `data` iterator ended after {step} batches, but a member needs "
+                        f"the batch of step {stop - 1}: one batch is used per step, so yield at "
+                        "least `steps` batches (e.g. loop over epochs, or `itertools.cycle`).")
+                leaves, treedef = got
+                self._check(step, leaves, treedef)
+                self._store(step, [leaf for _, leaf in leaves])
+
+    def _check(self, step: int, leaves: list, treedef: Any) -> None:
+        if treedef != self.treedef:
+            raise ValueError(f"batch {step} of `data` has structure {treedef}, unlike the first "
+                             f"batch's {self.treedef}; every batch must have the same structure.")
+        for (_, leaf), (shape, dtype), name in zip(leaves, self.spec, self.paths):
+            if leaf.shape != shape or leaf.dtype != dtype:
+                raise ValueError(
+                    f"batch {step} of `data`: leaf {name} has shape {leaf.shape} and dtype "
+                    f"{leaf.dtype}, but the first batch's has shape {shape} and dtype {dtype}; "
+                    "every batch must have the same shapes (drop the last, short batch, e.g. "
+                    "`drop_last=True`).")
+
+    # -- serving -----------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per batch: the leading length of the first leaf."""
+        return self.spec[0][0][0]
+
+    def batch_shapes(self) -> Any:
+        """One batch's shapes and dtypes, a pytree of `jax.ShapeDtypeStruct`."""
+        return jax.tree_util.tree_unflatten(
+            self.treedef, [jax.ShapeDtypeStruct(s, d) for s, d in self.spec])
+
+    def window(self, start: int, length: int, sharding: jax.sharding.Sharding,
+               needed: int | None = None) -> Any:
+        """Batches of steps start ... start+length-1, stacked [length, ...], on the devices.
+
+        Only the first `needed` (default: all) must exist; the rest (a population's
+        padding) repeat the last batch read when the iterator ends before them.
+        """
+        key = (start, length, length if needed is None else needed, sharding)
+        if self._window is not None and self._window[0] == key:
+            return self._window[1]
+        chunk = None
+        if self._ahead is not None:
+            ahead, future = self._ahead
+            self._ahead = None
+            concurrent.futures.wait([future])  # one reader at a time
+            if ahead == key and future.exception() is None:
+                chunk = future.result()
+        if chunk is None:
+            chunk = self._build(*key)
+        self._window = (key, chunk)
+        if self.prefetch:  # best effort: a failure shows when the chunk is really asked for
+            following = (start + length, length, length, sharding)
+            self._ahead = (following, self._pool.submit(self._build, *following))
+        return chunk
+
+    def _build(self, start: int, length: int, needed: int, sharding: jax.sharding.Sharding
+               ) -> Any:
+        self._read_to(start + needed)
+        with self._lock:
+            if start < self._first:
+                raise ValueError(
+                    f"a member needs the batch of step {start}, which the `data` stream no "
+                    f"longer holds (it keeps steps from {self._first} on). A strategy that "
+                    "starts new configurations during the search must set `starts_members = "
+                    "True`, so that the stream keeps every batch.")
+            rows = self._batches[start - self._first:start - self._first + length]
+            rows += [rows[-1]] * (length - len(rows))
+            stacked = [np.stack(leaves) for leaves in zip(*rows)]
+        return jax.device_put(jax.tree_util.tree_unflatten(self.treedef, stacked), sharding)
+
+    def release(self, below: int) -> None:
+        """Forgets the batches of steps below `below`: no member will need them again."""
+        with self._lock:
+            if below <= self._first:
+                return
+            drop = min(below - self._first, len(self._batches))
+            del self._batches[:drop]
+            self._first = below  # when resuming, reading drops the batches below
+
+    def close(self) -> None:
+        """Stops the background reader."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{name}: {list(shape)} {dtype}" for name, (shape, dtype)
+                           in zip(self.paths, self.spec))
+        return f"HostStream({shapes})"
+
+
+def _name(path: Any) -> str:
+    return f"batch{jax.tree_util.keystr(path)}"
+
+
+def _host(leaf: Any, path: Any) -> np.ndarray:
+    """A batch leaf as a NumPy array (a PyTorch or TensorFlow tensor, a JAX array ...)."""
+    if hasattr(leaf, "numpy") and not isinstance(leaf, np.ndarray | jax.Array):
+        leaf = leaf.numpy()
+    array = np.asarray(leaf)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
+                                     or array.dtype == bool):
+        raise TypeError(f"batch leaf {_name(path)} of `data` is a "
+                        f"{type(leaf).__name__} ({array.dtype}), not a numeric array.")
+    return array
