@@ -62,6 +62,9 @@ from .population import (
     Trainer as Trainer,
 )
 
+# Batches from a host iterator (a generator, a DataLoader), by step.
+from .stream import HostStream as HostStream
+
 # Your own loop: populations of optimizer states.
 from .loop import (
     get_member as get_member,
@@ -160,6 +163,7 @@ __all__ = [
     "use_cpu_devices",
     "PopulationState",
     "Trainer",
+    "HostStream",
     "init_population",
     "update_population",
     "step_population",

@@ -44,6 +44,24 @@ def is_stream(data: Any) -> bool:
 class HostStream:
     """An iterable of batches, readable by step and stacked into device chunks.
 
+    `sweep` and `Trainer` wrap an iterable `data` in one; build it yourself to share
+    one reader between trainers or to look at what it holds.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, optax
+      >>> import jaxtune as jt
+      >>> def batches():  # e.g. `for x, y in loader: yield x.numpy(), y.numpy()`
+      ...     rng = np.random.default_rng(0)
+      ...     while True:
+      ...         x = rng.normal(size=(32, 1)).astype(np.float32)
+      ...         yield x, 2 * x
+      >>> loss = lambda w, batch: jnp.mean((batch[0] @ w - batch[1]) ** 2)
+      >>> result = jt.sweep(loss, jnp.zeros((1, 1)), lambda learning_rate: optax.sgd(learning_rate),
+      ...                   jt.Space(learning_rate=jt.choice([0.01, 0.1])), data=batches(),
+      ...                   steps=50, progress=False)
+      >>> result.best.hparams["learning_rate"]
+      0.1
+
     Args:
       source: an iterable (or iterator) of batches; every batch has the structure,
         shapes and dtypes of the first.
@@ -124,6 +142,16 @@ class HostStream:
     def batch_size(self) -> int:
         """Examples per batch: the leading length of the first leaf."""
         return self.spec[0][0][0]
+
+    @property
+    def held(self) -> int:
+        """Batches held on the host (read and still needed)."""
+        return len(self._batches)
+
+    @property
+    def read(self) -> int:
+        """Batches read from the iterator so far."""
+        return self._read
 
     def batch_shapes(self) -> Any:
         """One batch's shapes and dtypes, a pytree of `jax.ShapeDtypeStruct`."""

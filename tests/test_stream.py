@@ -1,0 +1,199 @@
+"""`data` as an iterable of batches: batch k feeds step k of every member."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_runner import InterruptAt
+
+import jaxtune as jt
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(96, 5)).astype(np.float32)
+Y = (X @ RNG.normal(size=(5, 1))).astype(np.float32)
+HP = {"learning_rate": np.array([0.01, 0.1], np.float32)}
+SPACE = jt.Space(learning_rate=jt.loguniform(1e-3, 0.1))
+
+
+def loss_fn(w, batch):
+    return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+
+def sgd(learning_rate):
+    return optax.sgd(learning_rate, momentum=0.9)
+
+
+def trainer(data, **kwargs):
+    return jt.Trainer(loss_fn, sgd, init_params=jnp.zeros((5, 1)), data=data,
+                      devices=jax.devices()[:1], **kwargs)
+
+
+IN_MEMORY = trainer((X, Y), batch_size=16)
+ORDER = IN_MEMORY.minibatch_indices(0, 0, 40)  # seed 0's minibatches: the stream's batches
+
+
+def batches(steps=40):
+    """A one-shot generator of the in-memory trainer's minibatches, then it ends."""
+    for rows in ORDER[:steps]:
+        yield X[rows], Y[rows]
+
+
+class Loader:
+    """An iterable of batches, like a PyTorch DataLoader (not itself an iterator)."""
+
+    def __iter__(self):
+        return batches()
+
+
+def test_a_stream_equals_in_memory_data_on_the_same_batches():
+    a, losses_a = IN_MEMORY.train(IN_MEMORY.init(HP), 30)
+    for source in (batches(), Loader()):  # an iterator; an iterable, like a DataLoader
+        streamed = trainer(source)
+        b, first = streamed.train(streamed.init(HP), 10)
+        b, rest = streamed.train(b, 20)
+        np.testing.assert_array_equal(np.concatenate([first, rest], 1), losses_a)
+        np.testing.assert_array_equal(b.params, a.params)
+
+
+def test_members_at_different_steps_read_the_batches_of_their_own_steps():
+    streamed = trainer(batches())
+    ahead, _ = streamed.train(streamed.init(HP), 10)
+    mixed = streamed.concatenate([ahead, streamed.init(HP)])  # steps 10, 10, 0, 0
+    mixed, losses = streamed.train(mixed, 12)
+    alone, alone_losses = IN_MEMORY.train(IN_MEMORY.init(HP), 22)
+    np.testing.assert_allclose(losses[:2], alone_losses[:, 10:], rtol=1e-6)
+    np.testing.assert_allclose(losses[2:], alone_losses[:, :12], rtol=1e-6)
+    np.testing.assert_allclose(mixed.params[:2], alone.params, rtol=1e-6)
+
+
+SWEEP = dict(steps=40, trials=6, eval_every=10, progress=False, members_per_slice=2)
+
+
+def in_memory_sweep(**kwargs):
+    return jt.sweep(loss_fn, jnp.zeros((5, 1)), sgd, SPACE, data=(X, Y), batch_size=16,
+                    **SWEEP, **kwargs)
+
+
+def stream_sweep(data=None, **kwargs):
+    return jt.sweep(loss_fn, jnp.zeros((5, 1)), sgd, SPACE,
+                    data=batches() if data is None else data, **SWEEP, **kwargs)
+
+
+class Spy(jt.Strategy):
+    """Records how many batches the stream holds at every decision."""
+
+    def __init__(self, stream, inner=None):
+        self.stream, self.inner, self.held = stream, inner or jt.Strategy(), []
+
+    @property
+    def starts_members(self):
+        return self.inner.starts_members
+
+    def setup(self, search):
+        self.inner.setup(search)
+
+    def decide(self, search, report):
+        self.held.append(self.stream.held)
+        return self.inner.decide(search, report)
+
+
+@pytest.mark.parametrize("in_flight", [6, 2])  # all at once; or slices in turn, from step 0
+def test_a_sweep_over_a_stream_equals_in_memory_and_keeps_only_the_batches_still_needed(
+        in_flight):
+    stream = jt.HostStream(batches())
+    spy = Spy(stream)
+    streamed = stream_sweep(stream, strategy=spy, members_in_flight=in_flight)
+    np.testing.assert_array_equal(streamed.train_loss,
+                                  in_memory_sweep(members_in_flight=in_flight).train_loss)
+    if in_flight == 6:  # every member at one step: the chunk in training and the next one
+        assert max(spy.held) <= 2 * 10
+    else:  # members still waiting start from step 0: every batch is kept until they do
+        assert spy.held[0] >= 10 and spy.held[-1] <= 2 * 10
+    stream.close()
+
+
+def test_a_strategy_that_starts_members_later_reads_step_0_again():
+    halving = lambda: jt.SuccessiveHalving(min_steps=10, max_trials=10)
+    stream = jt.HostStream(batches())
+    spy = Spy(stream, halving())
+    streamed = stream_sweep(stream, strategy=spy, members_in_flight=2)
+    expected = in_memory_sweep(strategy=halving(), members_in_flight=2)
+    assert streamed.n_members == expected.n_members == 10
+    np.testing.assert_array_equal(streamed.train_loss, expected.train_loss)
+    assert min(spy.held) >= 10  # nothing forgotten: a new member may start at step 0
+    stream.close()
+
+
+class StartsOne(jt.Strategy):
+    """Starts a configuration at the second decision without saying it would."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def decide(self, search, report):
+        self.seen += 1
+        return jt.Decision(start=search.ask(1)) if self.seen == 2 else jt.Decision()
+
+
+def test_a_strategy_that_starts_members_unannounced_gets_the_fix():
+    with pytest.raises(ValueError, match=r"no longer holds.*`starts_members = True`"):
+        stream_sweep(strategy=StartsOne(), members_in_flight=6)
+
+
+def test_a_checkpointed_sweep_resumes_from_a_fresh_iterator(tmp_path):
+    uninterrupted = stream_sweep(strategy=InterruptAt(0))
+    with pytest.raises(jt.SweepInterrupted):
+        stream_sweep(strategy=InterruptAt(2), checkpoint_dir=tmp_path)
+    source = batches()
+    resumed = stream_sweep(source, strategy=InterruptAt(0), checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.train_loss, uninterrupted.train_loss)
+    np.testing.assert_array_equal(resumed.params, uninterrupted.params)
+
+
+def test_the_next_chunk_is_read_while_the_current_one_trains():
+    read = []
+
+    def counted():
+        for k in range(100):
+            read.append(k)
+            yield X[:8], Y[:8]
+
+    stream = jt.HostStream(counted())
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    chunk = stream.window(0, 10, sharding)
+    assert chunk[0].shape == (10, 8, 5)
+    deadline = time.monotonic() + 30
+    while len(read) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(read) == 20  # the following chunk, and no further
+    assert stream.window(10, 10, sharding)[0].shape == (10, 8, 5)
+    stream.close()
+
+
+def short(steps):
+    yield from batches(steps)
+
+
+@pytest.mark.parametrize("data, message", [
+    (short(15), r"iterator ended after 15 batches.*step 19.*`itertools.cycle`"),
+    (iter([]), r"empty iterator"),
+    (iter([(X[:16], Y[:16]), (X[:15], Y[:15])] * 20),
+     r"batch 1 of `data`: leaf batch\[0\] has shape \(15, 5\).*`drop_last=True`"),
+    (iter([(X[:16], Y[:16]), [X[:16], Y[:16]]] * 20), r"batch 1 of `data` has structure"),
+    (iter([(X[:16], np.array(["a"] * 16))]),
+     r"batch leaf batch\[1\] of `data` is a ndarray \(<U1\), not a numeric array"),
+    (iter([np.float32(1.0)] * 20), r"leading example axis"),
+])
+def test_unusable_streams_are_refused_with_the_reason(data, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        jt.sweep(loss_fn, jnp.zeros((5, 1)), sgd, jt.Space(learning_rate=jt.choice([0.01])),
+                 data=data, steps=20, eval_every=10, progress=False)
+
+
+def test_batch_size_must_match_the_batches():
+    with pytest.raises(ValueError, match=r"`batch_size`=32, but the batches of `data` hold 16"):
+        trainer(batches(), batch_size=32)
+    assert trainer(batches(), batch_size=16).batch_size == 16
