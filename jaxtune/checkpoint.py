@@ -1,11 +1,12 @@
 """Checkpoints of a running sweep: written atomically at record points, resumed exactly.
 
 One file, `<checkpoint_dir>/sweep.npz`, holds everything a round depends on: every
-slice's population state, the records, the member table, the strategy's and the
-sampler's state. It is written to a temporary file, fsynced and renamed over the
-previous one, so a crash at any moment leaves either the old checkpoint or the new
-one, never a torn file. A fingerprint of the sweep's arguments is stored with it; a
-checkpoint of a different sweep is refused, never mixed in.
+slice's population state, the finished members' kept parameters and model state, the
+records, the member table, the strategy's and the sampler's state. It is written to a
+temporary file, fsynced and renamed over the previous one, so a crash at any moment
+leaves either the old checkpoint or the new one, never a torn file. A fingerprint of
+the sweep's arguments is stored with it; a checkpoint of a different sweep is refused,
+never mixed in.
 
 Why not orbax-checkpoint: measured with `bench/checkpoint_io.py` (see bench/README.md),
 a single-process sweep's state is a few host arrays that one `np.savez` writes
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
     from jaxtune.runner import Runner
 
 _FILE = "sweep.npz"
+_KEPT = ("params", "model_state")  # what the runner keeps of each finished member
 _FORMAT = "jaxtune.checkpoint"
-_VERSION = 1
+_VERSION = 2  # 2: finished members' model state beside their params
+_READABLE_VERSIONS = (1, 2)  # 1 resumes sweeps without model state
 
 
 class Checkpointer:
@@ -62,9 +65,10 @@ class Checkpointer:
             arrays[name] = getattr(runner, name)
         for name, values in runner.member_hparams.items():
             arrays[f"hparam:{name}"] = values
-        for member, tree in runner.params.items():
-            for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
-                arrays[f"params:{member}:{i}"] = np.asarray(leaf)
+        for name in _KEPT:
+            for member, tree in getattr(runner, name).items():
+                for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+                    arrays[f"{name}:{member}:{i}"] = np.asarray(leaf)
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -92,9 +96,10 @@ class Checkpointer:
         with np.load(self.path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         meta = json.loads(str(arrays.pop("__meta__")[()]))
-        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+        if meta.get("format") != _FORMAT or meta.get("version") not in _READABLE_VERSIONS:
+            versions = " or ".join(map(str, _READABLE_VERSIONS))
             raise ValueError(f"{self.path} is not a jaxtune sweep checkpoint of version "
-                             f"{_VERSION}; remove it or choose another `checkpoint_dir`.")
+                             f"{versions}; remove it or choose another `checkpoint_dir`.")
         differing = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                            if meta["fingerprint"].get(k) != self.fingerprint.get(k))
         if differing:
@@ -135,10 +140,17 @@ class Checkpointer:
             group = runner.groups[int(runner.member_group[member])]
             hparams = {name: values[member:member + 1]
                        for name, values in runner.member_hparams.items()}
-            treedef = jax.tree_util.tree_structure(group.trainer.resolve(hparams).params)
-            count = treedef.num_leaves
-            runner.params[member] = jax.tree_util.tree_unflatten(
-                treedef, [arrays[f"params:{member}:{i}"] for i in range(count)])
+            resolved = group.trainer.resolve(hparams)
+            for name in _KEPT:
+                treedef = jax.tree_util.tree_structure(getattr(resolved, name))
+                keys = [f"{name}:{member}:{i}" for i in range(treedef.num_leaves)]
+                if any(key not in arrays for key in keys):
+                    raise ValueError(
+                        f"{self.path} lacks the `{name}` of finished member {member} "
+                        "(checkpoints before version 2 kept no model state); remove it or "
+                        "choose another `checkpoint_dir`.")
+                getattr(runner, name)[member] = jax.tree_util.tree_unflatten(
+                    treedef, [arrays[key] for key in keys])
         runner.strategy.load_state_dict(meta["strategy"])
         if meta["stream"] is not None:
             from jaxtune.space import ConfigStream

@@ -55,8 +55,8 @@ from jaxtune._io import write_atomically
 __all__ = ["BestConfig", "SweepResult"]
 
 _FORMAT = "jaxtune.SweepResult"
-_FORMAT_VERSION = 2  # 2: `status`, `steps_trained`, and params by structured key path
-_READABLE_VERSIONS = (1, 2)
+_FORMAT_VERSION = 3  # 2: `status`, `steps_trained`, params by structured key path; 3: model_state
+_READABLE_VERSIONS = (1, 2, 3)
 _MODES = ("min", "max")
 # Member statuses, best first: a trial's status is its worst seed's, and trials rank by
 # status before score.
@@ -140,6 +140,10 @@ class SweepResult:
       metric: the default metric for ranking: ``"train_loss"`` or a key of `metrics`.
       mode: ``"min"`` or ``"max"``: whether lower or higher `metric` is better.
       params: the final parameters, a pytree whose every leaf has leading axis N, or None.
+      model_state: the final model state (e.g. BatchNorm statistics) when `loss_fn` takes
+        `model_state`, a pytree whose every leaf has leading axis N, or None. Sweeps keep
+        it as they keep `params`: with ``keep_params=True``, once every member finished,
+        when every static group's state has the same structure and shapes.
       timing: wall-clock figures, e.g. ``compile_s``, ``run_s``, ``total_s``,
         ``member_steps_per_s``.
       step_loss: float [N, steps], the per-step training loss when recorded, else None.
@@ -187,6 +191,7 @@ class SweepResult:
     steps_trained: np.ndarray | None = None
     hparam_history: dict[str, np.ndarray] | None = None
     lineage: np.ndarray | None = None
+    model_state: Any = None
 
     # ------------------------------------------------------------------ validation
 
@@ -303,15 +308,8 @@ class SweepResult:
                 raise ValueError(f"`lineage` rows are (step, target, source) with members in "
                                  f"0..{n - 1}, got {_show(lineage)}.")
 
-        if self.params is not None:
-            leaves, _ = jax.tree_util.tree_flatten_with_path(self.params)
-            for path, leaf in leaves:
-                shape = np.shape(leaf)
-                if shape[:1] != (n,):
-                    raise ValueError(
-                        f"`params` leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
-                        f"{shape}; every leaf needs the leading member axis N={n}."
-                    )
+        _check_member_axis("params", self.params, n)
+        _check_member_axis("model_state", self.model_state, n)
 
         if not isinstance(self.timing, Mapping):
             raise TypeError(
@@ -756,8 +754,8 @@ class SweepResult:
         Arrays are stored as they are; static (object) hyperparameter columns, the
         metric, mode and timing go into a JSON metadata entry, so static values must be
         JSON values that come back unchanged (str, int, float, bool, None, and lists or
-        str-keyed dicts of them). Each `params` leaf is stored with its key path (see
-        `load` for the tree that comes back).
+        str-keyed dicts of them). Each `params` and `model_state` leaf is stored with its
+        key path (see `load` for the tree that comes back).
 
         The file is written to a temporary file in the same directory, flushed to disk,
         then renamed onto `path` in one step: a reader (or a crash, or a full disk) sees
@@ -765,8 +763,8 @@ class SweepResult:
         save leaves no temporary file behind.
 
         Raises:
-          TypeError: if a static hyperparameter value or a `params` leaf cannot be
-            stored without pickle.
+          TypeError: if a static hyperparameter value or a `params` or `model_state` leaf
+            cannot be stored without pickle.
           OSError: if the file cannot be written; `path` then holds what it held before.
         """
         arrays: dict[str, np.ndarray] = {
@@ -797,21 +795,6 @@ class SweepResult:
         for i, (name, curve) in enumerate(self.metrics.items()):
             arrays[f"metric_{i}"] = curve
             metrics_meta.append({"name": name, "key": f"metric_{i}"})
-        params_meta = None
-        if self.params is not None:
-            params_meta = []
-            leaves, _ = jax.tree_util.tree_flatten_with_path(self.params)
-            for i, (key_path, leaf) in enumerate(leaves):
-                leaf = np.asarray(leaf)
-                where = jax.tree_util.keystr(key_path)
-                if leaf.dtype.kind == "O":
-                    raise TypeError(
-                        f"Cannot save `params` leaf {where}: it is an object array, which "
-                        "needs pickle; make every leaf a numeric array."
-                    )
-                arrays[f"param_{i}"] = leaf
-                params_meta.append({"path": _path_entries(key_path), "key": f"param_{i}",
-                                    "dtype": str(leaf.dtype)})
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -820,7 +803,8 @@ class SweepResult:
             "timing": self.timing,
             "hparams": hparams_meta,
             "metrics": metrics_meta,
-            "params": params_meta,
+            "params": _store_tree("params", self.params, "param_", arrays),
+            "model_state": _store_tree("model_state", self.model_state, "model_state_", arrays),
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
         write_atomically(os.fspath(path), lambda file: np.savez_compressed(file, **arrays))
@@ -829,15 +813,16 @@ class SweepResult:
     def load(cls, path: str | os.PathLike) -> SweepResult:
         """Reads a result written by `save` (with ``allow_pickle=False``).
 
-        `params`, if saved, comes back as a tree of plain containers holding NumPy
-        arrays, rebuilt from each leaf's key path: dicts stay dicts (str or int keys),
-        lists and tuples become lists, and NamedTuples, dataclasses and other nodes with
-        named fields become dicts keyed by field name (e.g. optax's
+        `params` and `model_state`, if saved, come back as trees of plain containers
+        holding NumPy arrays, rebuilt from each leaf's key path: dicts stay dicts (str or
+        int keys), lists and tuples become lists, and NamedTuples, dataclasses and other
+        nodes with named fields become dicts keyed by field name (e.g. optax's
         ``ScaleByAdamState(count, mu, nu)`` -> ``{"count": ..., "mu": ..., "nu": ...}``);
         dict keys of other types come back as their ``str``. Saving a loaded result and
         loading it again gives the same tree. Files written by jaxtune's format
-        version 1 give a flat dict {keystr path: array}, e.g. ``{"['dense']['w']": array}``,
-        and derive `status` and `steps_trained` from `diverged` and `steps`.
+        version 1 give `params` as a flat dict {keystr path: array}, e.g.
+        ``{"['dense']['w']": array}``, and derive `status` and `steps_trained` from
+        `diverged` and `steps`; files of versions 1 and 2 have no `model_state` (None).
 
         Raises:
           ValueError: if the file is not a SweepResult file, is corrupted, or its
@@ -895,19 +880,12 @@ class SweepResult:
                 else:
                     hparams[entry["name"]] = array(entry["key"])
             metrics = {entry["name"]: array(entry["key"]) for entry in meta["metrics"]}
-            params = None
-            if meta["params"] is not None:
-                leaves = [
-                    (entry["path"],
-                     _restore_dtype(array(entry["key"]), entry["dtype"], problem))
-                    for entry in meta["params"]
-                ]
-                if version == 1:
-                    params = dict(leaves)
-                else:
-                    params = _params_tree(leaves, problem)
+            params = _load_tree("params", meta["params"], array, version, problem)
+            model_state = _load_tree("model_state", meta["model_state"] if version >= 3
+                                     else None, array, version, problem)
             fields = {
                 "hparams": hparams, "metrics": metrics, "params": params,
+                "model_state": model_state,
                 "metric": meta["metric"], "mode": meta["mode"], "timing": meta["timing"],
                 "step_loss": arrays.get("step_loss"),
                 "lineage": arrays.get("lineage"),
@@ -1318,7 +1296,45 @@ def _same_json(loaded: Any, original: Any) -> bool:
     return loaded == original
 
 
-def _restore_dtype(array: np.ndarray, dtype_name: str, problem: str) -> np.ndarray:
+def _check_member_axis(name: str, tree: Any, n: int) -> None:
+    """Every leaf of `tree` (`params` or `model_state`) needs the leading member axis N."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        shape = np.shape(leaf)
+        if shape[:1] != (n,):
+            raise ValueError(
+                f"`{name}` leaf {jax.tree_util.keystr(path) or '(root)'} has shape {shape}; "
+                f"every leaf needs the leading member axis N={n}."
+            )
+
+
+def _store_tree(name: str, tree: Any, prefix: str, arrays: dict[str, np.ndarray]) -> list | None:
+    """Puts each leaf of `tree` into `arrays` as `<prefix><i>`; the leaves' metadata, or None."""
+    if tree is None:
+        return None
+    entries = []
+    for i, (key_path, leaf) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0]):
+        leaf = np.asarray(leaf)
+        if leaf.dtype.kind == "O":
+            raise TypeError(
+                f"Cannot save `{name}` leaf {jax.tree_util.keystr(key_path)}: it is an object "
+                "array, which needs pickle; make every leaf a numeric array."
+            )
+        arrays[f"{prefix}{i}"] = leaf
+        entries.append({"path": _path_entries(key_path), "key": f"{prefix}{i}",
+                        "dtype": str(leaf.dtype)})
+    return entries
+
+
+def _load_tree(name: str, entries: list | None, array: Any, version: int, problem: str) -> Any:
+    """The tree `_store_tree` saved as `entries` (a flat {keystr: leaf} dict in version 1)."""
+    if entries is None:
+        return None
+    leaves = [(entry["path"], _restore_dtype(array(entry["key"]), entry["dtype"], name, problem))
+              for entry in entries]
+    return dict(leaves) if version == 1 else _tree_from_paths(leaves, name, problem)
+
+
+def _restore_dtype(array: np.ndarray, dtype_name: str, name: str, problem: str) -> np.ndarray:
     """Views leaves NumPy stores as raw bytes (bfloat16, float8, ...) as their dtype."""
     if str(array.dtype) == dtype_name:
         return array
@@ -1326,7 +1342,7 @@ def _restore_dtype(array: np.ndarray, dtype_name: str, problem: str) -> np.ndarr
 
     dtype = getattr(ml_dtypes, dtype_name, None)
     if dtype is None or np.dtype(dtype).itemsize != array.dtype.itemsize:
-        raise ValueError(f"{problem}: a `params` leaf has dtype {array.dtype}, not {dtype_name}.")
+        raise ValueError(f"{problem}: a `{name}` leaf has dtype {array.dtype}, not {dtype_name}.")
     return array.view(dtype)
 
 
@@ -1351,12 +1367,12 @@ def _path_entries(key_path: tuple) -> list[dict[str, Any]]:
     return entries
 
 
-def _params_tree(leaves: list[tuple[Any, np.ndarray]], problem: str) -> Any:
+def _tree_from_paths(leaves: list[tuple[Any, np.ndarray]], name: str, problem: str) -> Any:
     """Rebuilds nested dicts and lists from (key path entries, leaf) pairs."""
     for path, _ in leaves:
         if not isinstance(path, list) or not all(_path_entry_ok(e) for e in path):
-            raise ValueError(f"{problem}: a `params` key path is mangled: {path!r}.")
-    return _params_node(leaves, problem)
+            raise ValueError(f"{problem}: a `{name}` key path is mangled: {path!r}.")
+    return _tree_node(leaves, name, problem)
 
 
 def _path_entry_ok(entry: Any) -> bool:
@@ -1370,20 +1386,20 @@ def _path_entry_ok(entry: Any) -> bool:
     )
 
 
-def _params_node(leaves: list[tuple[list, np.ndarray]], problem: str) -> Any:
+def _tree_node(leaves: list[tuple[list, np.ndarray]], name: str, problem: str) -> Any:
     if len(leaves) == 1 and not leaves[0][0]:
         return leaves[0][1]
     kinds = {"list" if path and "index" in path[0] else "dict" for path, _ in leaves}
     if any(not path for path, _ in leaves) or len(kinds) != 1:
-        raise ValueError(f"{problem}: its `params` key paths do not form a tree.")
+        raise ValueError(f"{problem}: its `{name}` key paths do not form a tree.")
     children: dict[Any, list] = {}
     for path, leaf in leaves:
         (_, key), = path[0].items()
         children.setdefault(key, []).append((path[1:], leaf))
     if kinds == {"dict"}:
-        return {key: _params_node(child, problem) for key, child in children.items()}
+        return {key: _tree_node(child, name, problem) for key, child in children.items()}
     # Positions with no leaves (e.g. an optax EmptyState) hold None, an empty subtree.
     node: list[Any] = [None] * (max(children) + 1)
     for index, child in children.items():
-        node[index] = _params_node(child, problem)
+        node[index] = _tree_node(child, name, problem)
     return node

@@ -248,6 +248,7 @@ class Runner:
         self.diverged_step = np.zeros(0, np.int64)
         self.member_hparams = {name: np.zeros(0, np.float32) for name in space.dynamic_names}
         self.params: dict[int, Any] = {}  # member -> final parameters (host), keep_params only
+        self.model_state: dict[int, Any] = {}  # member -> final model state (host), beside params
         self.recorder = Recorder(steps, eval_every, ("train_loss", *eval_names),
                                  record_step_loss, space.dynamic_names, self.aux_names)
         self.round = 0
@@ -378,14 +379,14 @@ class Runner:
         self.member_step[members] = 0
 
     def _end(self, piece: Slice, slots: np.ndarray, status: int) -> None:
-        """Members in `slots` leave the devices with `status`; their params are kept."""
+        """Members in `slots` leave the devices with `status`; their params and model state are kept."""
         members = piece.members[slots]
         self.status[members] = status
         if self.keep_params and members.size:
-            params = gather(piece.state.params)
+            kept = gather((piece.state.params, piece.state.model_state))
             for slot, member in zip(slots, members):
-                self.params[int(member)] = jax.tree_util.tree_map(lambda a, s=slot: a[s].copy(),
-                                                                  params)
+                self.params[int(member)], self.model_state[int(member)] = (
+                    jax.tree_util.tree_map(lambda a, s=slot: a[s].copy(), kept))
         piece.members[slots] = -1
 
     def _next_record(self, step: np.ndarray) -> np.ndarray:
@@ -675,7 +676,8 @@ class Runner:
             diverged_step=np.where(self.status == DIVERGED, self.diverged_step, -1),
             metric=self.metric,
             mode=self.mode,
-            params=self._stacked_params(),
+            params=self._stacked(self.params),
+            model_state=self._stacked(self.model_state),
             timing=timing,
             step_loss=recorder.step_loss,
             status=status,
@@ -684,15 +686,15 @@ class Runner:
             lineage=np.asarray(recorder.lineage, np.int64).reshape(-1, 3),
         )
 
-    def _stacked_params(self) -> Any:
-        """Every member's final parameters as one pytree [N, ...], or None.
+    def _stacked(self, kept: Mapping[int, Any]) -> Any:
+        """Every member's kept tree (`params` or `model_state`) as one pytree [N, ...], or None.
 
         None without `keep_params`, when some member has not finished, or when static
-        groups have parameters of different structure or shape (a swept layer width).
+        groups have trees of different structure or shape (a swept layer width).
         """
-        if not self.keep_params or len(self.params) != self.status.size:
+        if not self.keep_params or len(kept) != self.status.size:
             return None
-        trees = [self.params[m] for m in range(self.status.size)]
+        trees = [kept[m] for m in range(self.status.size)]
         structures = {jax.tree_util.tree_structure(t) for t in trees}
         shapes = {tuple(np.shape(a) for a in jax.tree_util.tree_leaves(t)) for t in trees}
         if len(structures) != 1 or len(shapes) != 1:

@@ -4,9 +4,15 @@ Each BatchNorm test holds a one-member population to a hand-written single-model
 optax loop on the same minibatches: parameters and statistics match after 20 steps,
 the statistics moved, and AdamW's weight decay never touched them. (The layers
 before BatchNorm have no bias: its gradient is zero up to rounding, which Adam's
-normalisation would amplify into noise that no two programs share.)
+normalisation would amplify into noise that no two programs share.) A sweep returns
+each member's final statistics in `SweepResult.model_state`, saves them, and
+checkpoints the finished members' statistics so a resumed sweep returns them too.
 """
 
+import os
+import signal
+
+import chex
 import equinox as eqx
 import flax.linen as linen
 import jax
@@ -51,6 +57,32 @@ def single_model_loop(trainer, loss_fn, params, model_state):
         params = optax.apply_updates(params, updates)
         losses.append(loss)
     return params, model_state, np.array(losses)
+
+
+def swept(loss_fn, init, **kwargs):
+    """A sweep of two members on the parity tests' data: LEARNING_RATE and a larger rate."""
+    return jt.sweep(loss_fn, init, make_optimizer,
+                    jt.Space(learning_rate=jt.choice([LEARNING_RATE, 0.05])), data=(X, Y),
+                    batch_size=16, steps=STEPS, eval_every=10, progress=False,
+                    devices=jax.devices()[:1], **kwargs)
+
+
+def member_leaves(tree, member):
+    return [np.asarray(leaf[member], np.float64) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+def check_swept_member(result, params, model_state):
+    """The sweep's member at LEARNING_RATE ends with the single-model loop's params and
+    state, and the other member with statistics of its own."""
+    member = int(np.flatnonzero(result.hparams["learning_rate"] == np.float32(LEARNING_RATE))[0])
+    for tree, want in ((result.params, params), (result.model_state, model_state)):
+        for got, expected in zip(member_leaves(tree, member), jax.tree_util.tree_leaves(want),
+                                 strict=True):
+            np.testing.assert_allclose(got, np.asarray(expected, np.float64), rtol=1e-5,
+                                       atol=1e-5)
+    other = member_leaves(result.model_state, 1 - member)
+    assert not all(np.allclose(a, b) for a, b in zip(other,
+                                                     member_leaves(result.model_state, member)))
 
 
 def check_parity(state, losses, params, model_state, ref_losses, initial_state):
@@ -138,16 +170,23 @@ class EqxNet(eqx.Module):
         return self.out(jax.nn.relu(h)), state
 
 
-def test_equinox_batchnorm_with_state_matches_a_single_model_loop():
+def equinox_loss(model, batch, *, model_state):
+    x, y = batch
+    out, new_state = jax.vmap(model, axis_name="batch", in_axes=(0, None),
+                              out_axes=(0, None))(x, model_state)
+    return jnp.mean((out - y) ** 2), (new_state, {"mae": jnp.mean(jnp.abs(out - y))})
+
+
+@pytest.fixture(scope="module")
+def equinox_sweep():
+    """(model, initial state, the result of `swept`) for `EqxNet`."""
     model, model_state = eqx.nn.make_with_state(EqxNet)(jax.random.key(0))
+    return model, model_state, swept(equinox_loss, (model, model_state))
 
-    def loss_fn(model, batch, *, model_state):
-        x, y = batch
-        out, new_state = jax.vmap(model, axis_name="batch", in_axes=(0, None),
-                                  out_axes=(0, None))(x, model_state)
-        return jnp.mean((out - y) ** 2), (new_state, {"mae": jnp.mean(jnp.abs(out - y))})
 
-    trainer, state, losses = trained_population(loss_fn, (model, model_state))
+def test_equinox_batchnorm_with_state_matches_a_single_model_loop(equinox_sweep):
+    model, model_state, result = equinox_sweep
+    trainer, state, losses = trained_population(equinox_loss, (model, model_state))
     # Checkpoints rebuild the population from `abstract_state`: same tree.
     abstract = trainer.abstract_state({"learning_rate": np.ones(1, np.float32)}, 1)
     assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(state)
@@ -155,10 +194,81 @@ def test_equinox_batchnorm_with_state_matches_a_single_model_loop():
     static = eqx.filter(model, eqx.is_inexact_array, inverse=True)
 
     def split_loss(params, batch, *, model_state):
-        return loss_fn(eqx.combine(params, static), batch, model_state=model_state)
+        return equinox_loss(eqx.combine(params, static), batch, model_state=model_state)
 
     ref = single_model_loop(trainer, split_loss, trainable, model_state)
     check_parity(state, losses, *ref, model_state)
+    check_swept_member(result, *ref[:2])
+
+
+def test_sweep_result_saves_and_loads_the_model_state(equinox_sweep, tmp_path):
+    _, _, result = equinox_sweep
+    result.save(tmp_path / "once.npz")
+    once = jt.SweepResult.load(tmp_path / "once.npz")
+    # eqx.nn.State is a custom node: it comes back as lists, leaf for leaf
+    for got, want in zip(jax.tree_util.tree_leaves(once.model_state),
+                         jax.tree_util.tree_leaves(result.model_state), strict=True):
+        np.testing.assert_array_equal(got, want, strict=True)
+    once.save(tmp_path / "twice.npz")
+    twice = jt.SweepResult.load(tmp_path / "twice.npz")
+    chex.assert_trees_all_equal(twice.model_state, once.model_state)
+    chex.assert_trees_all_equal(twice.params, once.params)
+
+
+def running_mean_init(key):
+    """Weights per seed, and a state that follows the mean prediction and counts steps."""
+    return ({"w": 0.3 * jax.random.normal(key, (4, 1))},
+            {"mean_prediction": jnp.zeros(()), "count": jnp.zeros((), jnp.int32)})
+
+
+def running_mean_loss(params, batch, *, model_state):
+    prediction = batch[0] @ params["w"]
+    new_state = {"mean_prediction": 0.9 * model_state["mean_prediction"]
+                 + 0.1 * jnp.mean(prediction), "count": model_state["count"] + 1}
+    return jnp.mean((prediction - batch[1]) ** 2), (new_state, None)
+
+
+class InterruptAt(jt.Strategy):
+    """Sends this process a Ctrl-C (SIGINT) at a given round, like a user would."""
+
+    def __init__(self, round_):
+        self.round, self.seen = round_, 0
+
+    def decide(self, search, report):
+        self.seen += 1
+        if self.seen == self.round:
+            os.kill(os.getpid(), signal.SIGINT)
+        return jt.Decision()
+
+    def __repr__(self):
+        return "InterruptAt()"
+
+
+def running_mean_sweep(strategy, **kwargs):
+    """Four members, two at a time: the first two finish at round 2 of 4."""
+    return jt.sweep(running_mean_loss, running_mean_init,
+                    lambda learning_rate: optax.sgd(learning_rate),
+                    jt.Space(learning_rate=jt.choice([0.003, 0.03])), data=(X, Y),
+                    batch_size=16, steps=8, eval_every=4, seeds=2, members_per_slice=2,
+                    members_in_flight=2, strategy=strategy, progress=False,
+                    devices=jax.devices()[:1], **kwargs)
+
+
+def test_resumed_sweep_returns_the_model_state_of_members_finished_before(tmp_path):
+    uninterrupted = running_mean_sweep(InterruptAt(0))
+    with pytest.raises(jt.SweepInterrupted) as caught:
+        running_mean_sweep(InterruptAt(3), checkpoint_dir=tmp_path)
+    partial = caught.value.result
+    finished = int(np.sum(partial.status == "completed"))
+    assert 0 < finished < partial.n_members  # the checkpoint holds finished members' state
+    assert partial.model_state is None and partial.params is None  # not every member finished
+    resumed = running_mean_sweep(InterruptAt(0), checkpoint_dir=tmp_path)
+    np.testing.assert_allclose(resumed.train_loss, uninterrupted.train_loss, rtol=0, atol=1e-6)
+    chex.assert_trees_all_close(resumed.params, uninterrupted.params, rtol=0, atol=1e-6)
+    chex.assert_trees_all_close(resumed.model_state, uninterrupted.model_state, rtol=0,
+                                atol=1e-6)
+    np.testing.assert_array_equal(resumed.model_state["count"], np.full(4, 8))
+    assert np.unique(resumed.model_state["mean_prediction"]).size == 4
 
 
 def test_diverged_member_rolls_back_its_model_state():

@@ -482,6 +482,8 @@ def test_save_rejects_values_json_cannot_keep(tmp_path):
     leaves = {"w": np.array([object()] * 6, object)}
     with pytest.raises(TypeError, match=r"`params` leaf \['w'\]: it is an object array"):
         make(params=leaves).save(tmp_path / "x.npz")
+    with pytest.raises(TypeError, match=r"`model_state` leaf \['w'\]: it is an object array"):
+        make(model_state=leaves).save(tmp_path / "x.npz")
 
 
 def write_npz(path, **arrays):
@@ -556,7 +558,7 @@ def test_load_bad_metadata(tmp_path):
         SweepResult.load(path)
     meta = json.loads(str(arrays["__meta__"]))
     write_npz(path, **{**arrays, "__meta__": np.array(json.dumps({**meta, "version": 99}))})
-    message = "holds SweepResult format version 99, this jaxtune reads versions 1, 2"
+    message = "holds SweepResult format version 99, this jaxtune reads versions 1, 2, 3"
     with pytest.raises(ValueError, match=message):
         SweepResult.load(path)
     del meta["hparams"]
@@ -640,6 +642,8 @@ def test_load_mismatched_arrays(tmp_path):
         ({"step_loss": np.zeros((6, 30), bool)}, TypeError, "`step_loss` must hold numbers"),
         ({"params": {"w": np.zeros((5, 2))}}, ValueError,
          r"`params` leaf \['w'\] has shape \(5, 2\); every leaf needs the leading member axis N=6"),
+        ({"model_state": [np.zeros(6), np.zeros(())]}, ValueError,
+         r"`model_state` leaf \[1\] has shape \(\); every leaf needs the leading member axis N=6"),
         ({"timing": [1.0]}, TypeError, "`timing` must be a dict"),
         ({"timing": {"run_s": "fast"}}, TypeError, r"`timing\['run_s'\]` must be a number"),
     ],
@@ -937,21 +941,23 @@ def test_round_trip_with_status(tmp_path):
     assert loaded.best.trial == 0
 
 
-def test_load_save_load_is_the_identity_on_params(tmp_path):
+@pytest.mark.parametrize("field", ["params", "model_state"])
+def test_load_save_load_is_the_identity_on_params_and_model_state(tmp_path, field):
     params = nested_params(6)
     once_path, twice_path = tmp_path / "once.npz", tmp_path / "twice.npz"
-    make(params=params).save(once_path)
+    make(**{field: params}).save(once_path)
     once = SweepResult.load(once_path)
     once.save(twice_path)
     twice = SweepResult.load(twice_path)
     assert_same(once, twice)
-    assert jax.tree_util.tree_structure(once.params) == jax.tree_util.tree_structure(twice.params)
-    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(once.params),
-                                 jax.tree_util.tree_leaves_with_path(twice.params)):
+    assert getattr(once, "model_state" if field == "params" else "params") is None
+    p, p_twice = getattr(once, field), getattr(twice, field)
+    assert jax.tree_util.tree_structure(p) == jax.tree_util.tree_structure(p_twice)
+    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(p),
+                                 jax.tree_util.tree_leaves_with_path(p_twice), strict=True):
         assert a.dtype == b.dtype, jax.tree_util.keystr(path)
         np.testing.assert_array_equal(a, b, strict=True)
     # the tree that comes back: dicts, lists for sequences, dicts for named fields
-    p = once.params
     assert p["layers"][1]["scale"].shape == (6, 3)
     assert isinstance(p["pair"], list) and p["pair"][1].dtype == np.float16
     assert set(p["opt_state"][0]) == {"count", "mu", "nu"}
@@ -977,6 +983,30 @@ def test_params_int_dict_keys_and_a_leading_empty_node(tmp_path):
 def test_params_that_are_one_array(tmp_path):
     make(params=np.arange(6.0)).save(tmp_path / "leaf.npz")
     np.testing.assert_array_equal(SweepResult.load(tmp_path / "leaf.npz").params, np.arange(6.0))
+
+
+def test_params_and_model_state_with_the_same_paths_stay_apart(tmp_path):
+    params, model_state = {"w": np.arange(6.0)}, {"w": -np.arange(6.0)}
+    make(params=params, model_state=model_state).save(tmp_path / "both.npz")
+    loaded = SweepResult.load(tmp_path / "both.npz")
+    np.testing.assert_array_equal(loaded.params["w"], params["w"], strict=True)
+    np.testing.assert_array_equal(loaded.model_state["w"], model_state["w"], strict=True)
+
+
+def test_load_version_2(tmp_path):
+    """A file as jaxtune wrote it before format version 3: no model state."""
+    path = tmp_path / "v2.npz"
+    params = {"dense": {"w": np.arange(12.0).reshape(6, 2)}}
+    make(params=params).save(path)
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    del meta["model_state"]
+    write_npz(path, __meta__=np.array(json.dumps({**meta, "version": 2})), **arrays)
+    loaded = SweepResult.load(path)
+    assert_same(make(), loaded)
+    assert loaded.model_state is None
+    np.testing.assert_array_equal(loaded.params["dense"]["w"], params["dense"]["w"], strict=True)
 
 
 def write_version_1(path, result):
@@ -1007,30 +1037,27 @@ def test_load_version_1(tmp_path):
     assert set(SweepResult.load(tmp_path / "v2.npz").params) == set(loaded.params)
 
 
-def test_load_mangled_params_paths(tmp_path):
-    arrays = saved_arrays_with_params(tmp_path)
+@pytest.mark.parametrize("field", ["params", "model_state"])
+def test_load_mangled_params_paths(tmp_path, field):
+    arrays = saved_arrays_with_params(tmp_path, field)
     meta = json.loads(str(arrays["__meta__"]))
     path = tmp_path / "mangled.npz"
-    for mangled, message in [
-        ([{"index": -1}], "a `params` key path is mangled"),
-        ([{"colour": "red"}], "a `params` key path is mangled"),
-        ("['w']", "a `params` key path is mangled"),
-    ]:
+    for mangled in ([{"index": -1}], [{"colour": "red"}], "['w']"):
         broken = json.loads(json.dumps(meta))
-        broken["params"][0]["path"] = mangled
+        broken[field][0]["path"] = mangled
         write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(broken))})
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(ValueError, match=f"a `{field}` key path is mangled"):
             SweepResult.load(path)
     broken = json.loads(json.dumps(meta))
-    broken["params"][0]["path"] = [{"index": 0}]  # a list entry beside dict entries
+    broken[field][0]["path"] = [{"index": 0}]  # a list entry beside dict entries
     write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(broken))})
-    with pytest.raises(ValueError, match="its `params` key paths do not form a tree"):
+    with pytest.raises(ValueError, match=f"its `{field}` key paths do not form a tree"):
         SweepResult.load(path)
 
 
-def saved_arrays_with_params(tmp_path):
+def saved_arrays_with_params(tmp_path, field="params"):
     path = tmp_path / "params.npz"
-    make(params={"a": np.zeros(6), "b": np.ones(6)}).save(path)
+    make(**{field: {"a": np.zeros(6), "b": np.ones(6)}}).save(path)
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
