@@ -1,22 +1,20 @@
-"""Member-steps/s for `data` in memory vs a traced `batch_fn`, on the digits MLP.
+"""Member-steps/s for `data` in memory vs a traced `batch_fn` vs a host iterator.
 
 Workload: MLP 64-128-128-10 on the digits training split, batch 128,
 `optax.adam(learning_rate)`, N = 32 learning rates log-spaced in [1e-4, 1e-1], one
-seed, one device, `--steps` steps in one `Trainer.train` call (compile excluded:
-one warm-up call first). Both draw the same minibatches: the `batch_fn` gathers
-rows of the device-resident training set by the indices the in-memory trainer
-uses for seed 0, so the difference is where the gather happens (a per-member
-index array vs one shared table indexed by the traced step), not the data.
+seed, one device; `--steps` steps trained in chunks of `--chunk` steps (one
+`Trainer.train` call each, as a sweep trains between record points); compile
+excluded (one warm-up run first). All three draw the same minibatches:
 
-    python bench/data_sources.py [--steps 500] [--members 32] [--repeats 3]
+* in-memory arrays: the trainer gathers each step's rows of the device-resident
+  training set inside the compiled step;
+* `batch_fn`: gathers rows of the device-resident set by a precomputed index table,
+  indexed by the traced step;
+* host iterator: a Python generator gathers the rows in NumPy (as a DataLoader over
+  in-memory data would); every chunk's batches are stacked and transferred once,
+  with the next chunk read in a background thread (`prefetch`), or not.
 
-A host iterator (batches from a Python generator, stacked per chunk) is not
-implemented yet, so it is not measured.
-
-Measured (2-core machine shared with other jobs, so +-20%; `--steps 200`):
-in-memory arrays 1,425 member-steps/s, batch_fn 1,814 member-steps/s. The
-in-memory path draws and gathers each member's epoch permutation inside the step;
-the batch_fn here only indexes a precomputed table.
+    python bench/data_sources.py [--steps 500] [--chunk 50] [--members 32] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import log, positive, table
 
 import jaxtune as jt
 
@@ -52,41 +51,70 @@ def make_optimizer(learning_rate):
     return optax.adam(learning_rate)
 
 
-def member_steps_per_s(trainer, hparams, steps, repeats) -> float:
-    state = trainer.init(hparams)
-    jax.block_until_ready(trainer.train(state, steps))  # compile and warm up
+def member_steps_per_s(make_trainer, hparams, steps, chunk, repeats) -> float:
+    """Median member-steps/s of `steps` steps in chunks, from a fresh trainer each run."""
     times = []
-    for _ in range(repeats):
+    for repeat in range(repeats + 1):  # the first run compiles and warms up
+        trainer = make_trainer()
         start = time.perf_counter()
-        jax.block_until_ready(trainer.train(state, steps))
-        times.append(time.perf_counter() - start)
+        state = trainer.init(hparams)
+        for _ in range(steps // chunk):
+            state, _ = trainer.train(state, chunk)
+        jax.block_until_ready(state)
+        if repeat:
+            times.append(time.perf_counter() - start)
     return len(hparams["learning_rate"]) * steps / statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--members", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=positive, default=500)
+    parser.add_argument("--chunk", type=positive, default=50)
+    parser.add_argument("--members", type=positive, default=32)
+    parser.add_argument("--repeats", type=positive, default=3)
     args = parser.parse_args()
+    steps = args.steps - args.steps % args.chunk
     data = jt.load_digits()
     hparams = {"learning_rate": np.geomspace(1e-4, 1e-1, args.members).astype(np.float32)}
     device = jax.devices()[:1]
-    in_memory = jt.Trainer(loss_fn, make_optimizer, init_params=init_fn,
-                           data=(data.x_train, data.y_train), batch_size=128, devices=device)
-    order = jnp.asarray(in_memory.minibatch_indices(0, 0, args.steps))
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x_host, y_host = data.x_train, data.y_train
+
+    def in_memory():
+        return jt.Trainer(loss_fn, make_optimizer, init_params=init_fn,
+                          data=(x_host, y_host), batch_size=128, devices=device)
+
+    order = in_memory().minibatch_indices(0, 0, steps)
+    x, y = jnp.asarray(x_host), jnp.asarray(y_host)
+    table_order = jnp.asarray(order)
 
     def batch_fn(key, step):
-        return x[order[step]], y[order[step]]
+        return x[table_order[step]], y[table_order[step]]
 
-    traced = jt.Trainer(loss_fn, make_optimizer, init_params=init_fn, data=batch_fn,
-                        devices=device)
-    print(f"digits MLP, N={args.members}, {args.steps} steps, batch 128, 1 {device[0].platform}"
-          " device")
-    for name, trainer in (("in-memory arrays", in_memory), ("batch_fn", traced)):
-        rate = member_steps_per_s(trainer, hparams, args.steps, args.repeats)
-        print(f"  {name:<18} {rate:>10,.0f} member-steps/s")
+    def batches():
+        for rows in order:
+            yield x_host[rows], y_host[rows]
+
+    def stream(prefetch):
+        return lambda: jt.Trainer(loss_fn, make_optimizer, init_params=init_fn,
+                                  data=jt.HostStream(batches(), prefetch=prefetch),
+                                  devices=device)
+
+    sources = {
+        "in-memory arrays": in_memory,
+        "batch_fn": lambda: jt.Trainer(loss_fn, make_optimizer, init_params=init_fn,
+                                       data=batch_fn, devices=device),
+        "host iterator": stream(True),
+        "host iterator, no prefetch": stream(False),
+    }
+    rows = []
+    for name, make in sources.items():
+        log(f"{name} ...")
+        rows.append((name, member_steps_per_s(make, hparams, steps, args.chunk, args.repeats)))
+    base = rows[0][1]
+    print(table(f"digits MLP, N={args.members}, {steps} steps in chunks of {args.chunk}, "
+                f"batch 128, 1 {device[0].platform} device (median of {args.repeats})",
+                ["data", "member-steps/s", "vs in-memory"],
+                [(name, f"{rate:,.0f}", f"{rate / base:.2f}x") for name, rate in rows]))
 
 
 if __name__ == "__main__":
