@@ -9,6 +9,7 @@ each member's final statistics in `SweepResult.model_state`, saves them, and
 checkpoints the finished members' statistics so a resumed sweep returns them too.
 """
 
+import json
 import os
 import signal
 
@@ -254,6 +255,16 @@ def running_mean_sweep(strategy, **kwargs):
                     devices=jax.devices()[:1], **kwargs)
 
 
+def as_version_1(path, directory):
+    """The checkpoint at `path`, in `directory`, as jaxtune wrote it before keeping model state."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files if not key.startswith("model_state:")}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    directory.mkdir()
+    np.savez(directory / "sweep.npz", __meta__=np.asarray(json.dumps({**meta, "version": 1})),
+             **arrays)
+
+
 def test_resumed_sweep_returns_the_model_state_of_members_finished_before(tmp_path):
     uninterrupted = running_mean_sweep(InterruptAt(0))
     with pytest.raises(jt.SweepInterrupted) as caught:
@@ -262,6 +273,9 @@ def test_resumed_sweep_returns_the_model_state_of_members_finished_before(tmp_pa
     finished = int(np.sum(partial.status == "completed"))
     assert 0 < finished < partial.n_members  # the checkpoint holds finished members' state
     assert partial.model_state is None and partial.params is None  # not every member finished
+    as_version_1(tmp_path / "sweep.npz", tmp_path / "v1")
+    with pytest.raises(ValueError, match="lacks the `model_state` of finished member"):
+        running_mean_sweep(InterruptAt(0), checkpoint_dir=tmp_path / "v1")
     resumed = running_mean_sweep(InterruptAt(0), checkpoint_dir=tmp_path)
     np.testing.assert_allclose(resumed.train_loss, uninterrupted.train_loss, rtol=0, atol=1e-6)
     chex.assert_trees_all_close(resumed.params, uninterrupted.params, rtol=0, atol=1e-6)
@@ -301,6 +315,7 @@ def test_aux_metrics_are_recorded_as_curves():
     np.testing.assert_allclose(result.metrics["double_loss"], 2 * result.train_loss, rtol=1e-6)
     assert result.metrics["weight_norm"].shape == (2, 4)
     assert np.all(np.diff(result.metrics["weight_norm"], axis=1) > 0)
+    assert result.params.shape == (2, 4, 1) and result.model_state is None  # no model state
 
 
 def test_aux_metric_named_like_an_eval_metric_is_refused_before_compiling():
