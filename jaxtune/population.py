@@ -68,7 +68,9 @@ where a non-array leaf was): `eqx.combine` them with the model's other leaves.
 Data: `data` is either a pytree of arrays with a leading example axis, drawn in
 minibatches of `batch_size`, or a function `batch_fn(key, step) -> batch` traced
 inside the compiled step, with `key` a PRNG key of (seed, step) and `step` the
-member's int32 step (members of one seed see the same batches).
+member's int32 step (members of one seed see the same batches), or an iterable
+of batches read on the host, batch k feeding step k of every member (see
+`jaxtune.stream`).
 """
 
 from __future__ import annotations
@@ -488,9 +490,11 @@ class Trainer:
       make_optimizer: `make_optimizer(**hparams) -> optax.GradientTransformation`,
         called inside the traced step with each member's hyperparameters as arrays.
       data: a pytree of arrays (e.g. `(x, y)`), each with the same leading length;
-        or `batch_fn(key, step) -> batch`, traced inside the compiled step.
+        or `batch_fn(key, step) -> batch`, traced inside the compiled step; or an
+        iterable of batches (a generator, a DataLoader, a `jt.HostStream`), batch
+        k feeding step k of every member.
       batch_size: static; examples per step, at most the number of examples (not
-        used with a `batch_fn`).
+        used with a `batch_fn`; with an iterable, None or the batches' size).
       init_params: a pytree of initial parameters shared by every member, or a
         function `init_fn(key, **hparams) -> params` called once per seed; either
         gives `(params, model_state)` when `loss_fn` takes `model_state`.

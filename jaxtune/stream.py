@@ -15,7 +15,8 @@ rest. A sweep whose strategy starts new configurations during the search (Hyperb
 Optuna) may start one at step 0 at any time, so it keeps every batch it has read.
 
 A checkpointed sweep resumes from a fresh iterator that yields the same batches from
-the start: the batches no member needs any more are read and dropped.
+the start: the batches no member needs any more are read and dropped. Over many
+processes, every process reads a stream that yields the same batches.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from jaxtune.distributed import place
 
 
 def is_stream(data: Any) -> bool:
@@ -196,7 +199,7 @@ class HostStream:
             rows = self._batches[start - self._first:start - self._first + length]
             rows += [rows[-1]] * (length - len(rows))
             stacked = [np.stack(leaves) for leaves in zip(*rows)]
-        return jax.device_put(jax.tree_util.tree_unflatten(self.treedef, stacked), sharding)
+        return place(jax.tree_util.tree_unflatten(self.treedef, stacked), sharding)
 
     def release(self, below: int) -> None:
         """Forgets the batches of steps below `below`: no member will need them again."""
