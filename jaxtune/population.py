@@ -1095,7 +1095,8 @@ class Trainer:
     def _program(self, name: Any, build: Callable, *args, donate: tuple[int, ...] = ()):
         """The executable of `build()` for these argument shapes, compiled once per process."""
         key = (name, self.functions, self.num_examples,
-               tuple(d.id for d in self.mesh.devices.flat), _avals(args))
+               tuple(d.id for d in self.mesh.devices.flat), _avals(args),
+               jax.config.jax_default_matmul_precision)  # traced into the program
         program = _PROGRAMS.get(key)
         if program is None:
             start = time.perf_counter()

@@ -167,6 +167,18 @@ def test_new_hyperparameter_values_do_not_retrace():
     assert len(traces) == traced and t.compiles == compiles == 3
 
 
+def test_a_new_matmul_precision_compiles_a_new_program():
+    t = Trainer(mse, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
+    state = t.init({"learning_rate": np.full(2, 0.1, np.float32), "momentum": np.zeros(2, np.float32)})
+    t.train(state, 3)
+    before = t.compiles
+    with jax.default_matmul_precision("highest"):  # traced into the program, so not reused
+        t.train(state, 3)
+    assert t.compiles == before + 1
+    t.train(state, 3)
+    assert t.compiles == before + 1
+
+
 def test_loss_with_aux_and_key_and_shared_init_params():
     keys_seen = []
 

@@ -60,10 +60,11 @@ def test_a_stream_equals_in_memory_data_on_the_same_batches():
 
 def test_members_at_different_steps_read_the_batches_of_their_own_steps():
     streamed = trainer(batches())
-    ahead, _ = streamed.train(streamed.init(HP), 10)
-    mixed = streamed.concatenate([ahead, streamed.init(HP)])  # steps 10, 10, 0, 0
-    mixed, losses = streamed.train(mixed, 12)
-    alone, alone_losses = IN_MEMORY.train(IN_MEMORY.init(HP), 22)
+    with jax.default_matmul_precision("highest"):  # per-member vs shared batches: GPUs too
+        ahead, _ = streamed.train(streamed.init(HP), 10)
+        mixed = streamed.concatenate([ahead, streamed.init(HP)])  # steps 10, 10, 0, 0
+        mixed, losses = streamed.train(mixed, 12)
+        alone, alone_losses = IN_MEMORY.train(IN_MEMORY.init(HP), 22)
     np.testing.assert_allclose(losses[:2], alone_losses[:, 10:], rtol=1e-6)
     np.testing.assert_allclose(losses[2:], alone_losses[:, :12], rtol=1e-6)
     np.testing.assert_allclose(mixed.params[:2], alone.params, rtol=1e-6)
