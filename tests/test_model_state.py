@@ -10,8 +10,6 @@ checkpoints the finished members' statistics so a resumed sweep returns them too
 """
 
 import json
-import os
-import signal
 
 import chex
 import equinox as eqx
@@ -22,6 +20,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from test_runner import InterruptAt
 
 import jaxtune as jt
 
@@ -227,22 +226,6 @@ def running_mean_loss(params, batch, *, model_state):
     new_state = {"mean_prediction": 0.9 * model_state["mean_prediction"]
                  + 0.1 * jnp.mean(prediction), "count": model_state["count"] + 1}
     return jnp.mean((prediction - batch[1]) ** 2), (new_state, None)
-
-
-class InterruptAt(jt.Strategy):
-    """Sends this process a Ctrl-C (SIGINT) at a given round, like a user would."""
-
-    def __init__(self, round_):
-        self.round, self.seen = round_, 0
-
-    def decide(self, search, report):
-        self.seen += 1
-        if self.seen == self.round:
-            os.kill(os.getpid(), signal.SIGINT)
-        return jt.Decision()
-
-    def __repr__(self):
-        return "InterruptAt()"
 
 
 def running_mean_sweep(strategy, **kwargs):
