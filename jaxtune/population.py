@@ -48,7 +48,8 @@ parameter named `model_state`, the initial parameters (or `init_fn`'s result) ar
 the pair `(params, model_state)`, and `loss_fn(params, batch, model_state=...)`
 returns `(loss, (new_model_state, metrics))`, `metrics` a dict of scalars or None.
 The state lives in `PopulationState.model_state`, is carried from step to step,
-rolled back with the parameters when a member diverges, checkpointed, passed to
+rolled back with the parameters when a member diverges, checkpointed, returned
+as `SweepResult.model_state`, passed to
 `eval_fn` when it names `model_state`, and never reaches the optimizer (weight
 decay never touches it). For Flax NNX: `graphdef, params, stats = nnx.split(model,
 nnx.Param, nnx.BatchStat)`, then `nnx.merge(graphdef, params, model_state,
