@@ -20,3 +20,4 @@ from jaxtune.strategies.halving import (
 )
 from jaxtune.strategies.median import MedianStopping as MedianStopping
 from jaxtune.strategies.pbt import PBT as PBT
+from jaxtune.strategies.plateau import PlateauDecay as PlateauDecay
