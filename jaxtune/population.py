@@ -1242,14 +1242,13 @@ class Trainer:
         return state, losses
 
     def train_with_metrics(self, state: PopulationState, steps: int, *, donate: bool = False,
-                           aligned: bool | None = None,
-                           live_steps: tuple[int, int] | None = None
+                           aligned: bool | None = None, member_steps: Any = None
                            ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array]]:
         """Like `train`, also returning the training metrics of `loss_fn`'s aux.
 
-        `live_steps` is the lowest and highest step of the members whose results
-        matter (read from `state` when not given); the runner passes it, knowing it on
-        the host. Equal, the population is aligned.
+        `member_steps` is every member's step as the host knows it, -1 for a slot
+        whose result does not matter (a free slot); read from `state` when not
+        given. The runner passes it.
 
         Returns:
           `(state, losses, metrics)`: `metrics` maps each name in the dict `loss_fn`
@@ -1258,40 +1257,69 @@ class Trainer:
         """
         steps = positive_int("steps", steps)
         resolved = self.resolve(state.hparams)
-        if live_steps is None and (aligned is not False or self.stream is not None):
+        starts = None  # the distinct steps of the members that matter, when known
+        if member_steps is None and (aligned is not False or self.stream is not None):
             member_steps = gather(state.step)
-            live_steps = (int(member_steps.min()), int(member_steps.max()))
-        low, high = live_steps or (0, 0)
-        aligned = (low == high if aligned is None else bool(aligned) and low == high
+        if member_steps is not None:
+            member_steps = np.asarray(member_steps, np.int64)
+            starts = np.unique(member_steps[member_steps >= 0])
+            starts = starts if starts.size else np.zeros(1, np.int64)
+        one_start = starts is not None and starts.size == 1
+        aligned = (one_start if aligned is None else bool(aligned) and one_start
                    ) and self.functions.batch_fn is None
-        data = self.data
-        if self.stream is not None:  # the batches of steps low ... high + steps - 1
-            needed = high - low + steps
-            length = steps if aligned else 1 << (needed - 1).bit_length()  # few shapes
-            data = self.stream.window(low, length, self._replicated, needed)
+        data, extra = self.data, ()
+        if self.stream is not None:  # each distinct step's batches, once
+            count = 1 << (starts.size - 1).bit_length()  # few shapes: powers of two
+            limit = self.stream.steps_per_chunk(count)
+            if steps > limit:
+                return self._train_in_chunks(state, steps, limit, donate, member_steps)
+            padded = np.concatenate([starts, np.repeat(starts[-1:], count - starts.size)])
+            data = self.stream.window(padded, steps, self._replicated)
+            if not aligned:
+                offsets = np.searchsorted(starts, np.maximum(member_steps, 0)) * steps
+                extra = (place(offsets.astype(np.int32), self._member_sharding),)
 
         def build():
-            def train_local(population, data, keys, start):
+            def train_local(population, data, keys, start, *offsets):
                 run = functools.partial(self._run_member, resolved, data, keys)
                 if self.functions.batch_fn is not None:  # the step number picks the batch
                     indices = jnp.zeros((population.step.shape[0], steps), jnp.int32)
                     return jax.vmap(run)(population, indices)
-                if self.stream is not None:  # a position in the chunk of batches
+                if self.stream is not None:  # rows of the chunk of batches
                     if aligned:
                         return jax.vmap(run, in_axes=(0, None))(population, jnp.arange(steps))
-                    indices = (population.step - start)[:, None] + jnp.arange(steps)
-                    return jax.vmap(run)(population, indices)
+                    return jax.vmap(run)(population, offsets[0][:, None] + jnp.arange(steps))
                 indices, shared = self._population_indices(keys, population, start, steps,
                                                            aligned)
                 return jax.vmap(run, in_axes=(0, None if shared else 0))(population, indices)
 
-            return self._sharded(train_local, (P(MEMBER_AXIS), P(), P(), P()),
+            return self._sharded(train_local, (P(MEMBER_AXIS), P(), P(), P(),
+                                               *[P(MEMBER_AXIS)] * len(extra)),
                                  (P(MEMBER_AXIS), P(MEMBER_AXIS), P(MEMBER_AXIS)))
 
-        args = (state, data, self.keys, place(np.int32(low), self._replicated))
+        start = int(starts[0]) if starts is not None else 0
+        args = (state, data, self.keys, place(np.int32(start), self._replicated), *extra)
         program = self._program(("train", steps, donate, aligned), build, *args,
                                 donate=(0,) if donate else ())
         return program(*args)
+
+    def _train_in_chunks(self, state: PopulationState, steps: int, limit: int, donate: bool,
+                         member_steps: np.ndarray
+                         ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array]]:
+        """`steps` steps as a few equal calls of at most `limit` (a stream's chunk bound)."""
+        calls = -(-steps // limit)
+        size = -(-steps // calls)
+        losses, metrics, done = [], [], 0
+        while done < steps:
+            length = min(size, steps - done)
+            moved = np.where(member_steps >= 0, member_steps + done, -1)
+            state, chunk_losses, chunk_metrics = self.train_with_metrics(
+                state, length, donate=donate or done > 0, member_steps=moved)
+            losses.append(chunk_losses)
+            metrics.append(chunk_metrics)
+            done += length
+        return state, jnp.concatenate(losses, axis=1), {
+            name: jnp.concatenate([m[name] for m in metrics], axis=1) for name in metrics[0]}
 
     def aux_names(self, hparams: Mapping[str, Any]) -> tuple[str, ...]:
         """Names of the training metrics `loss_fn` returns in its aux dict."""

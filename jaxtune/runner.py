@@ -404,9 +404,9 @@ class Runner:
             steps = self.member_step[live]
             length = int(np.min(self._next_record(steps) - steps))
             trainer = self.groups[piece.group].trainer
+            slot_steps = np.where(piece.members >= 0, self.member_step[piece.members], -1)
             piece.state, losses, aux = trainer.train_with_metrics(
-                piece.state, length, donate=True,
-                live_steps=(int(steps.min()), int(steps.max())))
+                piece.state, length, donate=True, member_steps=slot_steps)
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
             pending.append((piece, length, losses, aux, evaluated))
         reached, completed, diverged = [], [], []

@@ -22,13 +22,15 @@ processes, every process reads a stream that yields the same batches.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from jaxtune._checks import boolean, positive_int
 from jaxtune.distributed import place
 
 
@@ -70,17 +72,20 @@ class HostStream:
         shapes and dtypes of the first.
       prefetch: read and transfer the next chunk in a background thread while the
         current one trains.
+      max_chunk_bytes: the most bytes of batches one chunk stacks on the devices; a
+        longer stretch of training between record points runs as several chunks.
     """
 
-    def __init__(self, source: Iterable, *, prefetch: bool = True):
+    def __init__(self, source: Iterable, *, prefetch: bool = True,
+                 max_chunk_bytes: int = 256 * 2**20):
         if isinstance(source, HostStream):
             raise TypeError("`source` is already a HostStream.")
         self._iterator = iter(source)
-        self.prefetch = prefetch
+        self.prefetch = boolean("prefetch", prefetch)
+        self.max_chunk_bytes = positive_int("max_chunk_bytes", max_chunk_bytes)
         self._first = 0  # the step of self._batches[0]
         self._batches: list[list[np.ndarray]] = []  # host leaves of steps first, first+1, ...
         self._read = 0  # batches taken from the iterator
-        self._skip_to = 0  # batches below this step are read and dropped
         self._lock = threading.Lock()  # the iterator and the host batches
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxtune-data")
         self._ahead: tuple[tuple, concurrent.futures.Future] | None = None
@@ -161,14 +166,22 @@ class HostStream:
         return jax.tree_util.tree_unflatten(
             self.treedef, [jax.ShapeDtypeStruct(s, d) for s, d in self.spec])
 
-    def window(self, start: int, length: int, sharding: jax.sharding.Sharding,
-               needed: int | None = None) -> Any:
-        """Batches of steps start ... start+length-1, stacked [length, ...], on the devices.
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes of one batch."""
+        return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in self.spec)
 
-        Only the first `needed` (default: all) must exist; the rest (a population's
-        padding) repeat the last batch read when the iterator ends before them.
+    def steps_per_chunk(self, starts: int) -> int:
+        """How many steps one chunk may hold for `starts` distinct member steps."""
+        return max(1, self.max_chunk_bytes // (starts * self.batch_bytes))
+
+    def window(self, starts: Sequence[int], length: int, sharding: jax.sharding.Sharding) -> Any:
+        """The batches of steps s ... s+length-1 for each s in `starts`, on the devices.
+
+        Stacked [len(starts) * length, ...]: rows i*length ... (i+1)*length - 1 hold
+        the batches from `starts[i]` on.
         """
-        key = (start, length, length if needed is None else needed, sharding)
+        key = (tuple(int(s) for s in starts), int(length), sharding)
         if self._window is not None and self._window[0] == key:
             return self._window[1]
         chunk = None
@@ -182,22 +195,22 @@ class HostStream:
             chunk = self._build(*key)
         self._window = (key, chunk)
         if self.prefetch:  # best effort: a failure shows when the chunk is really asked for
-            following = (start + length, length, length, sharding)
+            following = (tuple(s + length for s in key[0]), length, sharding)
             self._ahead = (following, self._pool.submit(self._build, *following))
         return chunk
 
-    def _build(self, start: int, length: int, needed: int, sharding: jax.sharding.Sharding
+    def _build(self, starts: tuple[int, ...], length: int, sharding: jax.sharding.Sharding
                ) -> Any:
-        self._read_to(start + needed)
+        self._read_to(max(starts) + length)
         with self._lock:
-            if start < self._first:
+            if min(starts) < self._first:
                 raise ValueError(
-                    f"a member needs the batch of step {start}, which the `data` stream no "
-                    f"longer holds (it keeps steps from {self._first} on). A strategy that "
+                    f"a member needs the batch of step {min(starts)}, which the `data` stream "
+                    f"no longer holds (it keeps steps from {self._first} on). A strategy that "
                     "starts new configurations during the search must set `starts_members = "
                     "True`, so that the stream keeps every batch.")
-            rows = self._batches[start - self._first:start - self._first + length]
-            rows += [rows[-1]] * (length - len(rows))
+            rows = [row for s in starts
+                    for row in self._batches[s - self._first:s - self._first + length]]
             stacked = [np.stack(leaves) for leaves in zip(*rows)]
         return place(jax.tree_util.tree_unflatten(self.treedef, stacked), sharding)
 

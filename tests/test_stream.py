@@ -66,6 +66,19 @@ def stream_sweep(data=None, **kwargs):
                     data=batches() if data is None else data, **SWEEP, **kwargs)
 
 
+def test_a_chunk_larger_than_max_chunk_bytes_trains_as_several():
+    bytes_per_batch = (16 * 5 + 16 * 1) * 4
+    stream = jt.HostStream(batches(), max_chunk_bytes=3 * bytes_per_batch)
+    assert stream.batch_bytes == bytes_per_batch and stream.steps_per_chunk(1) == 3
+    streamed = trainer(stream)
+    state, losses = streamed.train(streamed.init(HP), 10)  # four calls: 3 + 3 + 2 + 2
+    expected_state, expected = IN_MEMORY.train(IN_MEMORY.init(HP), 10)
+    np.testing.assert_array_equal(losses, expected)
+    np.testing.assert_array_equal(state.params, expected_state.params)
+    assert int(state.step[0]) == 10
+    stream.close()
+
+
 class Spy(jt.Strategy):
     """Records how many batches the stream holds at every decision."""
 
@@ -147,13 +160,14 @@ def test_the_next_chunk_is_read_while_the_current_one_trains():
 
     stream = jt.HostStream(counted())
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    chunk = stream.window(0, 10, sharding)
+    chunk = stream.window([0], 10, sharding)
     assert chunk[0].shape == (10, 8, 5)
     deadline = time.monotonic() + 30
     while len(read) < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(read) == 20  # the following chunk, and no further
-    assert stream.window(10, 10, sharding)[0].shape == (10, 8, 5)
+    assert stream.window([10], 10, sharding)[0].shape == (10, 8, 5)
+    assert stream.window([20, 5], 3, sharding)[0].shape == (6, 8, 5)  # rows 20-22, 5-7
     stream.close()
 
 
