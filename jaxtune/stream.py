@@ -8,7 +8,8 @@ different data, draw it in a `batch_fn(key, step)`, whose key depends on the see
 
 The batches a chunk of training needs are stacked into one array [steps, ...] and
 transferred once; while the devices train it, a background thread reads and stacks
-the next chunk. Members at different steps (a strategy that starts configurations
+the next chunk. A chunk holds at most `max_chunk_bytes` of batches; a longer
+stretch of training between record points runs as several chunks. Members at different steps (a strategy that starts configurations
 later, a resumed sweep) read the batches of their own steps: the stream keeps on the
 host every batch a member that has not finished may still need, and forgets the
 rest. A sweep whose strategy starts new configurations during the search (Hyperband,
