@@ -8,12 +8,16 @@ different data, draw it in a `batch_fn(key, step)`, whose key depends on the see
 
 The batches a chunk of training needs are stacked into one array [steps, ...] and
 transferred once; while the devices train it, a background thread reads and stacks
-the next chunk. A chunk holds at most `max_chunk_bytes` of batches; a longer
-stretch of training between record points runs as several chunks. Members at different steps (a strategy that starts configurations
-later, a resumed sweep) read the batches of their own steps: the stream keeps on the
-host every batch a member that has not finished may still need, and forgets the
-rest. A sweep whose strategy starts new configurations during the search (Hyperband,
-Optuna) may start one at step 0 at any time, so it keeps every batch it has read.
+the next chunk. A chunk holds at most `max_chunk_bytes` of batches; a longer stretch
+of training between record points runs as several chunks.
+
+Members at different steps (waiting members that start later, a strategy that starts
+configurations during the search, a resumed sweep) read the batches of their own
+steps, so a member's result does not depend on when it trained. The stream keeps on
+the host every batch a member that has not finished may still need, and forgets the
+rest; with a strategy that starts configurations during the search (ASHA with
+`max_trials`, Optuna: `Strategy.starts_members`), a new member may start at step 0 at
+any time, so every batch read is kept.
 
 A checkpointed sweep resumes from a fresh iterator that yields the same batches from
 the start: the batches no member needs any more are read and dropped. Over many
