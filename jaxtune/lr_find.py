@@ -164,7 +164,7 @@ def lr_find(
     make_optimizer: Callable[..., optax.GradientTransformation],
     *,
     data: Any,
-    batch_size: int,
+    batch_size: int | None = None,
     min_lr: float = 1e-7,
     max_lr: float = 10.0,
     steps: int = 100,

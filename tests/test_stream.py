@@ -195,3 +195,11 @@ def test_batch_size_must_match_the_batches():
     with pytest.raises(ValueError, match=r"`batch_size`=32, but the batches of `data` hold 16"):
         trainer(batches(), batch_size=32)
     assert trainer(batches(), batch_size=16).batch_size == 16
+
+
+def test_lr_find_takes_a_stream_without_batch_size():
+    found = jt.lr_find(loss_fn, jnp.zeros((5, 1)), sgd, data=batches(), min_lr=1e-4, max_lr=10.0,
+                       steps=40, seeds=1)
+    expected = jt.lr_find(loss_fn, jnp.zeros((5, 1)), sgd, data=(X, Y), batch_size=16,
+                          min_lr=1e-4, max_lr=10.0, steps=40, seeds=1)
+    np.testing.assert_array_equal(found.loss, expected.loss)  # the same batches
