@@ -15,6 +15,7 @@ def run(*args, cwd):
                           text=True, cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_demo_runs_prints_table_and_writes_plot(tmp_path):
     out = run("demo", "--trials", "4", "--seeds", "2", "--steps", "30", "--no-progress",
               "--cpu-devices", "2", "--output", "plot.png", "--save", "result.npz", cwd=tmp_path)

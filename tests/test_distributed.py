@@ -68,7 +68,9 @@ def launch(tmp_path, kind, die_at=-1, checkpoint=""):
     script = tmp_path / "worker.py"
     script.write_text(SCRIPT)
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    # No device count of their own (they set one each); they compile as this process does.
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in flag]
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
     here = os.path.dirname(os.path.abspath(__file__))
     return [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path),
                               here, str(die_at), kind, checkpoint], env=env,

@@ -52,6 +52,7 @@ def test_notebook_is_committed_executed(name):
     assert not errors, f"{name} was committed with an error output: {errors[0].get('ename')}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_notebook_executes(name, monkeypatch):
     assert name in QUICK, f"add the quick setting of {name} to QUICK in {__file__}"

@@ -223,7 +223,10 @@ SCRIPT = textwrap.dedent("""
 def test_kill_minus_9_at_several_points_then_resume_is_bit_identical(tmp_path):
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    # One device; otherwise it compiles as this process does.
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in flag]
+    env = {**os.environ,
+           "XLA_FLAGS": " ".join(["--xla_force_host_platform_device_count=1", *flags])}
 
     def run(directory, kill_at):
         return subprocess.run([sys.executable, str(script), str(directory), str(kill_at),
