@@ -64,18 +64,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(tmp_path, kind, die_at=-1, checkpoint=""):
-    script = tmp_path / "worker.py"
-    script.write_text(SCRIPT)
-    port = free_port()
-    # No device count of their own (they set one each); they compile as this process does.
-    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in flag]
-    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
-    here = os.path.dirname(os.path.abspath(__file__))
-    return [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path),
-                              here, str(die_at), kind, checkpoint], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i in range(2)]
+@pytest.fixture
+def launch(tmp_path):
+    """Starts the two worker processes of a sweep; any still running at teardown is killed."""
+    launched = []
+
+    def start(kind, die_at=-1, checkpoint=""):
+        script = tmp_path / "worker.py"
+        script.write_text(SCRIPT)
+        port = free_port()
+        # No device count of their own (they set one each); they compile as this process does.
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+        env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
+        here = os.path.dirname(os.path.abspath(__file__))
+        processes = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
+                                       str(tmp_path), here, str(die_at), kind, checkpoint],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+                     for i in range(2)]
+        launched.extend(processes)
+        return processes
+
+    yield start
+    for process in launched:  # a failed assertion must not leave workers behind
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def assert_same(a, b):
@@ -88,8 +102,8 @@ def assert_same(a, b):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["plain", "median"])
-def test_two_processes_equal_one_process_with_two_devices(tmp_path, kind):
-    processes = launch(tmp_path, kind)
+def test_two_processes_equal_one_process_with_two_devices(tmp_path, launch, kind):
+    processes = launch(kind)
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
@@ -100,9 +114,9 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path, kind):
 
 
 @pytest.mark.slow
-def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path):
+def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path, launch):
     checkpoint = str(tmp_path / "ckpt")
-    processes = launch(tmp_path, "median", die_at=8, checkpoint=checkpoint)
+    processes = launch("median", die_at=8, checkpoint=checkpoint)
     start = time.monotonic()
     outputs = [process.communicate(timeout=300) for process in processes]
     codes = [process.returncode for process in processes]
@@ -110,7 +124,7 @@ def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path):
     assert codes[0] != 0, "the surviving process must fail, not hang or succeed"
     assert outputs[0][1], "the surviving process must say why it failed"
     assert time.monotonic() - start < 300
-    processes = launch(tmp_path, "median", checkpoint=checkpoint)
+    processes = launch("median", checkpoint=checkpoint)
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
