@@ -14,6 +14,7 @@ the suite compiled as users' programs are.
 """
 
 import os
+import signal
 
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -65,3 +66,26 @@ def pytest_collection_modifyitems(items):
     """Tests marked `slow` first, so that under pytest-xdist (`-n` in pyproject.toml's addopts)
     they start at once on every worker and the end of the run is short tests only."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def interrupting(base):
+    """The strategy class `base`, sending this process a Ctrl-C at decision `at` (0: never).
+
+    `interrupting(jt.PBT)(2, ready=10)` is PBT that the user stops at its second
+    decision; the same class with `at=0` is the uninterrupted twin (one class name, so
+    both have the same checkpoint fingerprint).
+    """
+
+    class Interrupting(base):
+        def __init__(self, at, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.at, self.seen = at, 0
+
+        def decide(self, search, report):
+            self.seen += 1
+            if self.seen == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().decide(search, report)
+
+    Interrupting.__name__ = Interrupting.__qualname__ = f"Interrupting{base.__name__}"
+    return Interrupting

@@ -1,12 +1,11 @@
 """Successive halving and Hyperband: rung arithmetic, seed groups, divergence, resume."""
 
-import os
-import signal
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupting
 
 import jaxtune as jt
 
@@ -107,28 +106,13 @@ def test_freed_slots_train_new_configurations_up_to_max_trials():
     assert (result.steps_trained[9:] >= 10).all()
 
 
-class _InterruptOnce(jt.SuccessiveHalving):
-    """Successive halving that sends itself Ctrl-C at its second decision."""
-
-    def __init__(self, armed, **kwargs):
-        super().__init__(**kwargs)
-        self.armed = armed
-        self.calls = 0
-
-    def decide(self, search, report):
-        self.calls += 1
-        if self.armed and self.calls == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().decide(search, report)
-
-
 def test_resume_is_bit_identical(tmp_path):
     options = {"trials": 9, "sampler": "random", "checkpoint_dir": tmp_path}
     with pytest.raises(jt.SweepInterrupted):
-        run(_InterruptOnce(True, eta=3, min_steps=10, max_trials=11), **options)
-    resumed = run(_InterruptOnce(False, eta=3, min_steps=10, max_trials=11), **options)
+        run(interrupting(jt.SuccessiveHalving)(2, eta=3, min_steps=10, max_trials=11), **options)
+    resumed = run(interrupting(jt.SuccessiveHalving)(0, eta=3, min_steps=10, max_trials=11), **options)
     options.pop("checkpoint_dir")
-    whole = run(_InterruptOnce(False, eta=3, min_steps=10, max_trials=11), **options)
+    whole = run(interrupting(jt.SuccessiveHalving)(0, eta=3, min_steps=10, max_trials=11), **options)
     np.testing.assert_array_equal(resumed.curve("train_loss"), whole.curve("train_loss"))
     np.testing.assert_array_equal(resumed.steps_trained, whole.steps_trained)
     np.testing.assert_array_equal(resumed.hparams["learning_rate"], whole.hparams["learning_rate"])

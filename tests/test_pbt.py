@@ -1,12 +1,11 @@
 """Population-based training: exact exploit, explore inside the space, lineage, resume."""
 
-import os
-import signal
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupting
 
 import jaxtune as jt
 
@@ -115,25 +114,11 @@ def test_lineage_and_hyperparameter_history_are_consistent(tmp_path):
     np.testing.assert_array_equal(loaded.hparam_history["momentum"], result.hparam_history["momentum"])
 
 
-class _InterruptOnce(jt.PBT):
-    """PBT that sends itself Ctrl-C at its second decision."""
-
-    def __init__(self, armed, **kwargs):
-        super().__init__(**kwargs)
-        self.armed, self.calls = armed, 0
-
-    def decide(self, search, report):
-        self.calls += 1
-        if self.armed and self.calls == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().decide(search, report)
-
-
 def test_resume_is_bit_identical(tmp_path):
     with pytest.raises(jt.SweepInterrupted):
-        run(_InterruptOnce(True, ready=10, fraction=0.5), checkpoint_dir=tmp_path)
-    resumed = run(_InterruptOnce(False, ready=10, fraction=0.5), checkpoint_dir=tmp_path)
-    whole = run(_InterruptOnce(False, ready=10, fraction=0.5))
+        run(interrupting(jt.PBT)(2, ready=10, fraction=0.5), checkpoint_dir=tmp_path)
+    resumed = run(interrupting(jt.PBT)(0, ready=10, fraction=0.5), checkpoint_dir=tmp_path)
+    whole = run(interrupting(jt.PBT)(0, ready=10, fraction=0.5))
     np.testing.assert_array_equal(resumed.curve("train_loss"), whole.curve("train_loss"))
     np.testing.assert_array_equal(_final_w(resumed), _final_w(whole))
 

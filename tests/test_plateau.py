@@ -1,13 +1,12 @@
 """`jt.PlateauDecay`: a hyperparameter decayed when a member's recorded metric stalls."""
 
 import math
-import os
-import signal
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupting
 
 import jaxtune as jt
 
@@ -73,18 +72,7 @@ def test_a_metric_to_maximize_and_a_floor():
         np.testing.assert_array_equal(history[member], np.maximum(expected, np.float32(1e-3)))
 
 
-class InterruptedPlateau(jt.PlateauDecay):
-    """Sends this process a Ctrl-C at a given decision (0: never)."""
-
-    def __init__(self, at, **kwargs):
-        super().__init__(**kwargs)
-        self.at, self.seen = at, 0
-
-    def decide(self, search, report):
-        self.seen += 1
-        if self.seen == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().decide(search, report)
+InterruptedPlateau = interrupting(jt.PlateauDecay)
 
 
 def test_a_resumed_sweep_decays_as_the_uninterrupted_one(tmp_path):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupting
 
 import jaxtune as jt
 from jaxtune.population import Trainer
@@ -154,20 +155,7 @@ def test_median_stopping_stops_bad_configurations_and_keeps_good_ones():
         run_sweep(strategy=jt.MedianStopping(metric="accuracy"))
 
 
-class InterruptAt(jt.Strategy):
-    """Sends this process a Ctrl-C (SIGINT) at a given round, like a user would."""
-
-    def __init__(self, round_):
-        self.round, self.seen = round_, 0
-
-    def decide(self, search, report):
-        self.seen += 1
-        if self.seen == self.round:
-            os.kill(os.getpid(), signal.SIGINT)
-        return jt.Decision()
-
-    def __repr__(self):
-        return "InterruptAt()"
+InterruptAt = interrupting(jt.Strategy)  # a plain sweep that the user stops at decision k
 
 
 def test_ctrl_c_returns_the_partial_result_and_the_checkpoint_resumes(tmp_path):
