@@ -198,6 +198,8 @@ class HostStream:
                 chunk = future.result()
         if chunk is None:
             chunk = self._build(*key)
+        if not sharding.is_fully_addressable:  # see `_build`
+            chunk = place(chunk, sharding)
         self._window = (key, chunk)
         if self.prefetch:  # best effort: a failure shows when the chunk is really asked for
             following = (tuple(s + length for s in key[0]), length, sharding)
@@ -217,7 +219,12 @@ class HostStream:
             rows = [row for s in starts
                     for row in self._batches[s - self._first:s - self._first + length]]
             stacked = [np.stack(leaves) for leaves in zip(*rows)]
-        return place(jax.tree_util.tree_unflatten(self.treedef, stacked), sharding)
+        host = jax.tree_util.tree_unflatten(self.treedef, stacked)
+        if sharding.is_fully_addressable:  # transferred here, off the main thread
+            return place(host, sharding)
+        # Over many processes, placing takes part in collectives, which must come in the
+        # same order in every process: the main thread places it.
+        return host
 
     def release(self, below: int) -> None:
         """Forgets the batches of steps below `below`: no member will need them again."""

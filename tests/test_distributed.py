@@ -31,13 +31,16 @@ SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().decide(search, report)
 
-    strategy = None if sys.argv[6] == "plain" else DieAt(min_steps=4, min_trials=2)
-    result = run_sweep(jax.devices(), strategy, checkpoint_dir=sys.argv[7] or None)
+    strategy = DieAt(min_steps=4, min_trials=2) if sys.argv[6] == "median" else None
+    result = run_sweep(jax.devices(), strategy, checkpoint_dir=sys.argv[7] or None,
+                       stream=sys.argv[6] == "stream")
     result.save(os.path.join(sys.argv[3], f"result-{process_id}.npz"))
 """)
 
 
-def run_sweep(devices, strategy=None, checkpoint_dir=None):
+def run_sweep(devices, strategy=None, checkpoint_dir=None, stream=False):
+    """A small sweep; with `stream`, its batches come from a generator (the same in every
+    process), placed on the devices of both processes chunk by chunk."""
     import jax.numpy as jnp
     import optax
 
@@ -51,8 +54,10 @@ def run_sweep(devices, strategy=None, checkpoint_dir=None):
     def loss(params, batch):
         return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
 
+    order = rng.integers(0, 64, size=(16, 8))
+    data = ((x[rows], y[rows]) for rows in order) if stream else (x, y)
     return jt.sweep(loss, init_fn, lambda learning_rate: optax.adam(learning_rate),
-                    jt.Space(learning_rate=jt.loguniform(1e-3, 0.3)), data=(x, y),
+                    jt.Space(learning_rate=jt.loguniform(1e-3, 0.3)), data=data,
                     eval_data=(x, y), batch_size=8, steps=16, eval_every=4, trials=4, seeds=2,
                     devices=devices, progress=False, strategy=strategy,
                     checkpoint_dir=checkpoint_dir)
@@ -101,14 +106,14 @@ def assert_same(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["plain", "median"])
+@pytest.mark.parametrize("kind", ["plain", "median", "stream"])
 def test_two_processes_equal_one_process_with_two_devices(tmp_path, launch, kind):
     processes = launch(kind)
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
-    strategy = None if kind == "plain" else jt.MedianStopping(min_steps=4, min_trials=2)
-    expected = run_sweep(jax.devices()[:2], strategy)
+    strategy = jt.MedianStopping(min_steps=4, min_trials=2) if kind == "median" else None
+    expected = run_sweep(jax.devices()[:2], strategy, stream=kind == "stream")
     for i in range(2):
         assert_same(jt.SweepResult.load(tmp_path / f"result-{i}.npz"), expected)
 
