@@ -91,6 +91,7 @@ class HostStream:
         self._first = 0  # the step of self._batches[0]
         self._batches: list[list[np.ndarray]] = []  # host leaves of steps first, first+1, ...
         self._read = 0  # batches taken from the iterator
+        self._failed: Exception | None = None  # what the iterator raised, if it did
         self._lock = threading.Lock()  # the iterator and the host batches
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxtune-data")
         self._ahead: tuple[tuple, concurrent.futures.Future] | None = None
@@ -110,10 +111,15 @@ class HostStream:
     # -- reading -----------------------------------------------------------------------
 
     def _next(self) -> tuple[list, Any] | None:
+        if self._failed is not None:  # a generator that raised is finished: say why, again
+            raise self._failed
         try:
             batch = next(self._iterator)
         except StopIteration:
             return None
+        except Exception as error:  # the user's pipeline failed (in the reader thread, maybe)
+            self._failed = error
+            raise
         self._read += 1
         leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
         return [(path, _host(leaf, path)) for path, leaf in leaves], treedef

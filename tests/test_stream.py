@@ -203,3 +203,12 @@ def test_lr_find_takes_a_stream_without_batch_size():
     expected = jt.lr_find(loss_fn, jnp.zeros((5, 1)), sgd, data=(X, Y), batch_size=16,
                           min_lr=1e-4, max_lr=10.0, steps=40, seeds=1)
     np.testing.assert_array_equal(found.loss, expected.loss)  # the same batches
+
+
+def test_an_error_in_the_pipeline_reaches_the_caller_as_it_is():
+    def failing():
+        yield from batches(15)
+        raise OSError("disk gone at batch 15")
+
+    with pytest.raises(OSError, match="disk gone at batch 15"):  # not "the iterator ended"
+        stream_sweep(failing(), members_in_flight=6)
