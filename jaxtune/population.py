@@ -1265,8 +1265,7 @@ class Trainer:
             starts = np.unique(member_steps[member_steps >= 0])
             starts = starts if starts.size else np.zeros(1, np.int64)
         one_start = starts is not None and starts.size == 1
-        aligned = (one_start if aligned is None else bool(aligned) and one_start
-                   ) and self.functions.batch_fn is None
+        aligned = aligned is not False and one_start and self.functions.batch_fn is None
         data, extra = self.data, ()
         if self.stream is not None:  # each distinct step's batches, once
             count = 1 << (starts.size - 1).bit_length()  # few shapes: powers of two

@@ -167,11 +167,6 @@ class HostStream:
         """Batches held on the host (read and still needed)."""
         return len(self._batches)
 
-    @property
-    def read(self) -> int:
-        """Batches read from the iterator so far."""
-        return self._read
-
     def batch_shapes(self) -> Any:
         """One batch's shapes and dtypes, a pytree of `jax.ShapeDtypeStruct`."""
         return jax.tree_util.tree_unflatten(
