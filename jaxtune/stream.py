@@ -85,7 +85,11 @@ class HostStream:
                  max_chunk_bytes: int = 256 * 2**20):
         if isinstance(source, HostStream):
             raise TypeError("`source` is already a HostStream.")
-        self._iterator = iter(source)
+        try:
+            self._iterator = iter(source)
+        except TypeError:
+            raise TypeError(f"`source` must be an iterable of batches (a generator, a "
+                            f"DataLoader ...), got {type(source).__name__}.") from None
         self.prefetch = boolean("prefetch", prefetch)
         self.max_chunk_bytes = positive_int("max_chunk_bytes", max_chunk_bytes)
         self._first = 0  # the step of self._batches[0]

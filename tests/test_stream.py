@@ -191,6 +191,16 @@ def test_unusable_streams_are_refused_with_the_reason(data, message):
                  data=data, steps=20, eval_every=10, progress=False)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(source=3), r"`source` must be an iterable of batches .*got int"),
+    (dict(source=batches(), max_chunk_bytes=0), r"`max_chunk_bytes`"),
+    (dict(source=batches(), prefetch="yes"), r"`prefetch`"),
+])
+def test_host_stream_arguments_are_checked(kwargs, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        jt.HostStream(**kwargs)
+
+
 def test_batch_size_must_match_the_batches():
     with pytest.raises(ValueError, match=r"`batch_size`=32, but the batches of `data` hold 16"):
         trainer(batches(), batch_size=32)
