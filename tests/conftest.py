@@ -28,7 +28,30 @@ jax.config.update("jax_num_cpu_devices", 2)
 import contextlib  # noqa: E402
 import logging  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Two programs that compute the same training differently (vmapped or alone, scanned or
+# looped, sharded or not, on other data forms) may order each reduction differently, and a
+# float32 reduction reordered moves its result by a few units in the last place (ulps).
+# One step holds a handful of such roundings (the loss's mean, the gradient's sums over the
+# batch, the optimizer's update), and a difference made at one step is carried into the
+# next: over `steps` steps the two programs drift apart by about steps × (ulps per step).
+# Every test comparing two such programs takes its tolerance from `rounding(steps)`,
+# never from the figure one machine happened to give (an AMD EPYC and an Intel Xeon fuse
+# differently: 1.09e-6 seen where 1e-6 had been written). A genuine difference (another
+# batch, another seed, a missed update) moves a loss by orders of magnitude more.
+F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23 ≈ 1.19e-7: one rounding, relative
+ULPS_PER_STEP = 8
+
+
+def rounding(steps, scale=1.0):
+    """`rtol`/`atol` for comparing two float32 programs over `steps` training steps.
+
+    `scale` is the size of the values compared, for the absolute part (values near zero).
+    """
+    tolerance = ULPS_PER_STEP * max(int(steps), 1) * F32_EPS
+    return dict(rtol=tolerance, atol=tolerance * scale)
 
 # The programs jaxtune compiles, as `jax.log_compiles` names them.
 ENGINE_PROGRAMS = ("init_seeds", "init_local", "train_local", "evaluate_local", "pick", "take",

@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import rounding
 
 import jaxtune as jt
 
@@ -100,9 +101,9 @@ def launch(tmp_path):
 def assert_same(a, b):
     for field in ("trial", "seed", "status", "steps_trained"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, **rounding(16))
     for name in a.metrics:
-        np.testing.assert_allclose(a.metrics[name], b.metrics[name], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a.metrics[name], b.metrics[name], **rounding(16))
 
 
 @pytest.mark.slow

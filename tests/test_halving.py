@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import interrupting
+from conftest import interrupting, rounding
 
 import jaxtune as jt
 
@@ -75,7 +75,7 @@ def test_seed_groups_are_stopped_together_and_survivors_equal_a_plain_run():
     plain = run(None, rates=[RATES[result.trial[winner]]], seeds=2)
     seed = result.seed[winner]
     np.testing.assert_allclose(result.curve("train_loss")[winner],
-                               plain.curve("train_loss")[plain.seed == seed][0], rtol=1e-6)
+                               plain.curve("train_loss")[plain.seed == seed][0], **rounding(90))
 
 
 def test_a_diverged_configuration_is_the_worst_and_counts_in_its_rung():

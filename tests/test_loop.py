@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import rounding
 
 import jaxtune as jt
 
@@ -52,7 +53,7 @@ def test_population_loop_equals_the_single_model_loop():
     for i in range(3):
         for got, want in zip(jax.tree_util.tree_leaves(jt.get_member(params, i)),
                              jax.tree_util.tree_leaves(single_model(i))):
-            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(got, want, **rounding(20))
 
 
 def test_step_population_equals_the_single_model_loop():
@@ -63,7 +64,7 @@ def test_step_population_equals_the_single_model_loop():
     assert losses.shape == (3,)
     for got, want in zip(jax.tree_util.tree_leaves(jt.get_member(params, 2)),
                          jax.tree_util.tree_leaves(single_model(2))):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got, want, **rounding(20))
 
 
 def test_set_member_copies_one_member_into_another():

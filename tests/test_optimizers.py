@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import rounding
 
 import jaxtune as jt
 
@@ -56,8 +57,8 @@ def assert_members_equal_references(batched, references):
     batched_params, batched_losses = batched
     for member, (params, losses) in enumerate(references):
         member_params = jax.tree.map(lambda x, m=member: x[m], batched_params)
-        chex.assert_trees_all_close(member_params, params, rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(batched_losses[member], losses, rtol=2e-5, atol=1e-6)
+        chex.assert_trees_all_close(member_params, params, **rounding(STEPS))
+        np.testing.assert_allclose(batched_losses[member], losses, **rounding(STEPS))
     finals = np.asarray(batched_losses[:, -1])
     assert np.ptp(finals) > 1e-6 * np.abs(finals).max(), finals
 
