@@ -1,8 +1,9 @@
 """Validation helpers shared by every module.
 
-Numeric hyperparameters may be tracers; they are validated only when concrete
-(DESIGN.md principle 2). `concrete(x)` is the single place that decides what
-"concrete" means.
+Numeric hyperparameters may be tracers: every public schedule and transform must work
+under `jit`/`vmap`/`grad` of any numeric argument, so a value is validated only when it
+is concrete (a Python number or a concrete array) and passes unchecked when traced.
+`concrete(x)` is the single place that decides what "concrete" means.
 """
 
 from __future__ import annotations

@@ -85,6 +85,21 @@ def xla_compiles():
     return _xla_compiles
 
 
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if anything starts, trains or evaluates a population.
+
+    For "bad input is refused before compiling": every compiled program of a population
+    is reached through one of these `Trainer` methods, so a check that happens only after
+    one of them runs fails the test instead of passing unseen.
+    """
+    import jaxtune as jt
+
+    for name in ("init", "train", "train_with_metrics", "evaluate"):
+        monkeypatch.setattr(jt.Trainer, name,
+                            lambda *a, _name=name, **k: pytest.fail(f"Trainer.{_name} ran"))
+
+
 def pytest_collection_modifyitems(items):
     """Tests marked `slow` first, so that under pytest-xdist (`-n` in pyproject.toml's addopts)
     they start at once on every worker and the end of the run is short tests only."""
