@@ -1350,6 +1350,9 @@ class Trainer:
                ) -> PopulationState:
         """Slot j becomes member `index[j]` of `source` where `mask[j]`, else stays.
 
+        Every field moves, the seed included; an exploit that keeps the target's own
+        seed (the runner's `Decision.copy`) puts the target's seeds back afterwards.
+
         One program per pair of population sizes: it copies members (exploit), fills
         freed slots with new members and repacks survivors, all without the
         parameters leaving the devices.

@@ -495,8 +495,10 @@ class Runner:
                 index[t_slot], mask[t_slot] = s_slot, True
             source_hparams = {k: v.copy() for k, v in source_piece.hparams.items()}
             trainer = self.groups[target_piece.group].trainer
-            target_piece.state = trainer.select(target_piece.state, source_piece.state, index,
-                                                mask)
+            copied = trainer.select(target_piece.state, source_piece.state, index, mask)
+            # The target keeps its own seed, so its own minibatch order and keys from the
+            # copied step on, as in PBT (Jaderberg et al. 2017); `result.seed` says so.
+            target_piece.state = copied._replace(seed=target_piece.state.seed)
             for name, values in target_piece.hparams.items():
                 values[mask] = source_hparams[name][index[mask]]
 

@@ -39,8 +39,8 @@ def _final_w(result):
 
 
 def test_exploit_copies_parameters_optimizer_state_and_step_exactly():
-    # No explore: a copied member then trains exactly like its source (same seed, same
-    # minibatches, same momentum buffer), so their later curves and params are equal.
+    # No explore, one seed: every member has seed 0, so a copied member then trains exactly
+    # like its source (same minibatches, same momentum buffer): equal later curves and params.
     pbt = jt.PBT(ready=20, fraction=0.5, perturb=(1.0,), resample_probability=0.0)
     result = run(pbt)
     loss = result.curve("train_loss")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import interrupting
+from conftest import interrupting, rounding
 
 import jaxtune as jt
 from jaxtune.population import Trainer
@@ -153,6 +153,37 @@ def test_median_stopping_stops_bad_configurations_and_keeps_good_ones():
     assert (result.status == "completed").sum() >= 2 and result.best.hparams["learning_rate"] > 0.04
     with pytest.raises(ValueError, match="MedianStopping: `metric`='accuracy' is not recorded"):
         run_sweep(strategy=jt.MedianStopping(metric="accuracy"))
+
+
+class CopyAtFirstRecord(jt.Strategy):
+    """At the first record point, returns `Decision(**decision)` (e.g. a copy), once."""
+
+    def __init__(self, **decision):
+        self.decision, self.done = decision, False
+
+    def decide(self, search, report):
+        if self.done:
+            return jt.Decision()
+        self.done = True
+        return jt.Decision(**self.decision)
+
+
+def test_a_copied_member_keeps_its_own_seed_and_data_stream():
+    # Member 1 (seed 1) takes member 0's (seed 0) state at step 4, then trains on with its
+    # own minibatch order, as in PBT (Jaderberg et al. 2017): the copied state, seed 1.
+    result = run_sweep(trials=1, strategy=CopyAtFirstRecord(copy={1: 0}), keep_params=True)
+    np.testing.assert_array_equal(result.seed, [0, 1])
+    np.testing.assert_array_equal(result.lineage, [[4, 1, 0]])
+    t = Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
+                num_seeds=2, key=1, devices=ONE_DEVICE)
+    hp = {"learning_rate": np.repeat(result.hparams["learning_rate"][:1], 2)}
+    state, _ = t.train(t.init(hp, np.array([0, 1])), 4)
+    copied = t.select(state, state, [0, 0], [False, True])._replace(seed=state.seed)
+    reference, _ = t.train(copied, 8)
+    np.testing.assert_array_equal(np.asarray(reference.step), [12, 12])
+    chex.assert_trees_all_close(result.params, jax.device_get(reference.params), **rounding(12))
+    # the two members left step 4 in one state but saw different minibatches since
+    assert not np.allclose(result.train_loss[0, 1:], result.train_loss[1, 1:])
 
 
 InterruptAt = interrupting(jt.Strategy)  # a plain sweep that the user stops at decision k

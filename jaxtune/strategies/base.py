@@ -7,8 +7,9 @@ what to do next. The strategy answers with a `Decision`, per member:
 
   * continue (say nothing);
   * stop members: their slots are freed, their curves and status stay in the result;
-  * copy another member's state into a member (exploit: parameters, optimizer state
-    and step), and/or give a member new hyperparameter values (explore);
+  * copy another member's state into a member (exploit: parameters, optimizer state,
+    model state, step and hyperparameters; the member keeps its own seed, so its own
+    minibatch order and keys), and/or give a member new hyperparameter values (explore);
   * start new configurations (each trained with every seed), into freed slots.
 
 Decisions are made on the host from small arrays (the recorded metrics); what they
@@ -60,8 +61,11 @@ class Decision:
     Attributes:
       stop: members to stop now (running or still waiting to start).
       copy: target member -> source member: the target takes the source's
-        parameters, optimizer state and step (both must be running, in the same
-        static group). Applied before `hparams`.
+        parameters, optimizer state, model state, step and hyperparameters (both must
+        be running, in the same static group). It keeps its own seed, so from the
+        copied step on it trains on its own minibatch order and keys, as in PBT
+        (Jaderberg et al. 2017), and `SweepResult.seed` stays its own. Applied before
+        `hparams`.
       hparams: member -> {name: value}: new values of dynamic hyperparameters.
       start: new configurations (a `Table` of the sweep's space, e.g. from
         `search.ask(n)`), each started with every seed once slots are free.
