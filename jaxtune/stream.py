@@ -115,18 +115,17 @@ class HostStream:
     # -- reading -----------------------------------------------------------------------
 
     def _next(self) -> tuple[list, Any] | None:
-        if self._failed is not None:  # a generator that raised is finished: say why, again
+        """The next batch as (key path, host leaf) pairs and its treedef; None at the end."""
+        if self._failed is not None:  # a stream that failed is finished: say why, again
             raise self._failed
+        step = self._read
         try:
             batch = next(self._iterator)
         except StopIteration:
             return None
-        except Exception as error:  # the user's pipeline failed (in the reader thread, maybe)
-            self._failed = error
-            raise
         self._read += 1
         leaves, treedef = jax.tree_util.tree_flatten_with_path(batch)
-        return [(path, _host(leaf, path)) for path, leaf in leaves], treedef
+        return [(path, _host(leaf, path, step)) for path, leaf in leaves], treedef
 
     def _store(self, step: int, leaves: list[np.ndarray]) -> None:
         if step >= self._first:
@@ -137,15 +136,21 @@ class HostStream:
         with self._lock:
             while self._read < stop:
                 step = self._read
-                got = self._next()
+                try:
+                    got = self._next()
+                    if got is not None:
+                        self._check(step, *got)
+                except Exception as error:  # the pipeline failed, or its batch is unusable
+                    # The iterator has moved past this batch: a later read would take the next
+                    # one in its place and shift every later step. Every read raises it again.
+                    self._failed = error
+                    raise
                 if got is None:
                     raise ValueError(
                         f"the `data` iterator ended after {step} batches, but a member needs "
                         f"the batch of step {stop - 1}: one batch is used per step, so yield at "
                         "least `steps` batches (e.g. loop over epochs, or `itertools.cycle`).")
-                leaves, treedef = got
-                self._check(step, leaves, treedef)
-                self._store(step, [leaf for _, leaf in leaves])
+                self._store(step, [leaf for _, leaf in got[0]])
 
     def _check(self, step: int, leaves: list, treedef: Any) -> None:
         if treedef != self.treedef:
@@ -254,13 +259,13 @@ def _name(path: Any) -> str:
     return f"batch{jax.tree_util.keystr(path)}"
 
 
-def _host(leaf: Any, path: Any) -> np.ndarray:
-    """A batch leaf as a NumPy array (a PyTorch or TensorFlow tensor, a JAX array ...)."""
+def _host(leaf: Any, path: Any, step: int) -> np.ndarray:
+    """Leaf `path` of batch `step` as a NumPy array (a PyTorch or TensorFlow tensor ...)."""
     if hasattr(leaf, "numpy") and not isinstance(leaf, np.ndarray | jax.Array):
         leaf = leaf.numpy()
     array = np.asarray(leaf)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
                                      or array.dtype == bool):
-        raise TypeError(f"batch leaf {_name(path)} of `data` is a "
+        raise TypeError(f"batch {step} of `data`: leaf {_name(path)} is a "
                         f"{type(leaf).__name__} ({array.dtype}), not a numeric array.")
     return array

@@ -183,13 +183,35 @@ def short(steps):
      r"batch 1 of `data`: leaf batch\[0\] has shape \(15, 5\).*`drop_last=True`"),
     (iter([(X[:16], Y[:16]), [X[:16], Y[:16]]] * 20), r"batch 1 of `data` has structure"),
     (iter([(X[:16], np.array(["a"] * 16))]),
-     r"batch leaf batch\[1\] of `data` is a ndarray \(<U1\), not a numeric array"),
+     r"batch 0 of `data`: leaf batch\[1\] is a ndarray \(<U1\), not a numeric array"),
     (iter([np.float32(1.0)] * 20), r"leading example axis"),
 ])
 def test_unusable_streams_are_refused_with_the_reason(data, message):
     with pytest.raises((ValueError, TypeError), match=message):
         jt.sweep(loss_fn, jnp.zeros((5, 1)), sgd, jt.Space(learning_rate=jt.choice([0.01])),
                  data=data, steps=20, eval_every=10, progress=False)
+
+
+def with_a_bad_batch(bad, at=12):
+    """The stream's batches, with batch `at` replaced by `bad`."""
+    for step, batch in enumerate(batches()):
+        yield bad if step == at else batch
+
+
+@pytest.mark.parametrize("prefetch", [True, False])  # read in the background, or when asked
+@pytest.mark.parametrize("bad, message", [
+    ((X[:8], Y[:8]), r"batch 12 of `data`: leaf batch\[0\] has shape \(8, 5\)"),
+    ((X[:16].astype(np.float64), Y[:16]), r"batch 12 of `data`: leaf batch\[0\] .*dtype float64"),
+    ([X[:16], Y[:16]], r"batch 12 of `data` has structure"),
+    (None, r"batch 12 of `data` has structure"),
+    ("x", r"batch 12 of `data`: leaf batch is a str \(<U1\), not a numeric array"),
+])
+def test_a_bad_batch_in_a_later_chunk_is_refused_not_skipped(prefetch, bad, message):
+    # Batch 12 is read with the chunk of steps 10-19, in the background with `prefetch`.
+    stream = jt.HostStream(with_a_bad_batch(bad), prefetch=prefetch)
+    with pytest.raises((ValueError, TypeError), match=message):
+        stream_sweep(stream, members_in_flight=6)
+    stream.close()
 
 
 @pytest.mark.parametrize("kwargs, message", [
