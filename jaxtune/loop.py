@@ -32,6 +32,15 @@ An ordinary optax loop becomes a population loop with a handful of changed lines
 
 `step_population` does one whole step (gradients, update, apply) given a batch;
 `get_member` and `set_member` read and write one member of any stacked tree.
+
+Model state (BatchNorm statistics, EMA copies, counters) follows `jt.sweep`'s
+convention: `init_population(..., model_state=state)` stacks one model's state for
+every member (and returns it third), and a `loss_fn` with a parameter named
+`model_state` returns `(loss, (new_model_state, metrics))`; `step_population(...,
+model_state=state)` then returns `(params, opt_state, model_state, losses)`. The
+state never reaches the optimizer (weight decay never touches it). With Flax NNX:
+`graphdef, params, state = nnx.split(model, nnx.Param, nnx.BatchStat)`, then
+`nnx.merge(graphdef, params, model_state, copy=True)` inside `loss_fn`.
 """
 
 from __future__ import annotations
@@ -64,32 +73,38 @@ def _optimizer(make_optimizer: Callable, hparams: Mapping[str, Any]):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _init(make_optimizer, params, hparams, stacked):
+def _init(make_optimizer, params, hparams, stacked, model_state):
     members = _members(hparams)
     if not stacked:
-        params = jax.tree_util.tree_map(
-            lambda a: jnp.broadcast_to(a, (members, *jnp.shape(a))), params)
+        params, model_state = jax.tree_util.tree_map(
+            lambda a: jnp.broadcast_to(a, (members, *jnp.shape(a))), (params, model_state))
     opt_state = jax.vmap(lambda p, h: _optimizer(make_optimizer, h).init(p))(params, hparams)
-    return params, opt_state
+    return params, opt_state, model_state
 
 
 def init_population(make_optimizer: Callable[..., optax.GradientTransformation], params: Any,
-                    hparams: Mapping[str, Any], *, stacked: bool = False) -> tuple[Any, Any]:
-    """Stacked parameters and every member's optimizer state.
+                    hparams: Mapping[str, Any], *, stacked: bool = False,
+                    model_state: Any = None) -> tuple[Any, ...]:
+    """Stacked parameters and every member's optimizer state (and model state).
 
     Args:
       make_optimizer: static; `make_optimizer(**hparams) -> optax.GradientTransformation`.
       params: one model's parameters, copied to every member; or, with
         `stacked=True`, parameters with a leading member axis already.
       hparams: sweepable; name -> array [M], one value per member.
-      stacked: static; whether `params` already has the member axis.
+      stacked: static; whether `params` (and `model_state`) already have the member axis.
+      model_state: one model's state beside its parameters (BatchNorm statistics ...),
+        copied to every member like `params`; never seen by the optimizer.
 
     Returns:
-      `(params, opt_state)`, each leaf with a leading axis [M].
+      `(params, opt_state)`, each leaf with a leading axis [M]; `(params, opt_state,
+      model_state)` when `model_state` is given.
     """
     hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
     _members(hparams)
-    return _init(make_optimizer, params, hparams, bool(stacked))
+    params, opt_state, stacked_state = _init(make_optimizer, params, hparams, bool(stacked),
+                                             model_state)
+    return (params, opt_state) if model_state is None else (params, opt_state, stacked_state)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -126,39 +141,88 @@ def update_population(make_optimizer: Callable[..., optax.GradientTransformation
     return _update(make_optimizer, grads, opt_state, params, hparams, extra_args)
 
 
+_MSG_STATE_RETURN = (
+    "`loss_fn` takes `model_state`, so it must return `(loss, (new_model_state, metrics))` "
+    "(metrics a dict of scalars or None), as in `jt.sweep`; got {got}."
+)
+
+
+def _loss_and_state(loss_fn, params, batch, model_state):
+    """`(loss, new_model_state)` from one call of `loss_fn`; model_state None: not taken."""
+    if model_state is None:
+        return loss_fn(params, batch), None
+    # A fresh copy of the tree, made in this trace: Flax NNX refuses to update a
+    # variable created under another trace (the vmap's, not the gradient's).
+    out = loss_fn(params, batch, model_state=jax.tree_util.tree_map(lambda x: x, model_state))
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], tuple)
+            and len(out[1]) == 2):
+        raise ValueError(_MSG_STATE_RETURN.format(
+            got=f"a {type(out).__name__}" if not isinstance(out, tuple)
+            else f"a tuple whose aux is {type(out[1]).__name__ if len(out) == 2 else out}"))
+    loss, (new_state, _) = out
+    if jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(model_state):
+        raise ValueError(
+            "`loss_fn` returned a new model state of another structure than the one it was "
+            f"given: {jax.tree_util.tree_structure(new_state)} vs "
+            f"{jax.tree_util.tree_structure(model_state)}; return the updated tree itself.")
+    return loss, new_state
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _step(loss_fn, make_optimizer, params, opt_state, hparams, batch):
-    def one(p, s, h):
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+def _step(loss_fn, make_optimizer, params, opt_state, hparams, batch, model_state):
+    def one(p, s, h, m):
+        (loss, m), grads = jax.value_and_grad(
+            lambda p: _loss_and_state(loss_fn, p, batch, m), has_aux=True)(p)
         optimizer = _optimizer(make_optimizer, h)
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
             updates, s = optimizer.update(grads, s, p, value=loss)
         else:
             updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss
+        return optax.apply_updates(p, updates), s, m, loss
 
-    return jax.vmap(one)(params, opt_state, hparams)
+    return jax.vmap(one)(params, opt_state, hparams, model_state)
 
 
 def step_population(loss_fn: Callable, make_optimizer: Callable[..., optax.GradientTransformation],
                     params: Any, opt_state: Any, hparams: Mapping[str, Any],
-                    batch: Any) -> tuple[Any, Any, jax.Array]:
+                    batch: Any, *, model_state: Any = None) -> tuple[Any, ...]:
     """One whole training step of every member on the same `batch`.
 
     Args:
-      loss_fn: static; `loss_fn(params, batch) -> scalar loss`.
+      loss_fn: static; `loss_fn(params, batch) -> scalar loss`; with a `model_state`
+        parameter, `loss_fn(params, batch, model_state=...) -> (loss, (new_model_state,
+        metrics))`, as in `jt.sweep`.
       make_optimizer: static; as for `init_population`.
       params, opt_state: stacked trees [M, ...].
       hparams: sweepable; name -> array [M].
       batch: one batch, shared by every member.
+      model_state: the stacked model state [M, ...] (from `init_population(...,
+        model_state=...)`), required exactly when `loss_fn` takes `model_state`.
 
     Returns:
-      `(params, opt_state, losses)`, with `losses` float [M] (before the update). The
-      optimizer receives the loss as `value=` when it takes extra arguments.
+      `(params, opt_state, losses)`, with `losses` float [M] (before the update); with
+      `model_state`, `(params, opt_state, model_state, losses)`, the state as `loss_fn`
+      returned it. The optimizer receives the loss as `value=` when it takes extra
+      arguments; `loss_fn`'s metrics are not returned.
     """
     hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
     _members(hparams)
-    return _step(loss_fn, make_optimizer, params, opt_state, hparams, batch)
+    takes_state = "model_state" in _signature(loss_fn, "loss_fn", 2).names
+    if takes_state and model_state is None:
+        raise ValueError(
+            "`loss_fn` takes `model_state`; pass the stacked state: `step_population(..., "
+            "model_state=model_state)`, with `model_state` from `init_population(..., "
+            "model_state=one_models_state)`.")
+    if model_state is not None and not takes_state:
+        raise ValueError(
+            "`model_state` was given but `loss_fn` takes no `model_state` parameter; add "
+            "one (`loss_fn(params, batch, *, model_state)` returning `(loss, "
+            "(new_model_state, metrics))`) or leave `model_state` out.")
+    params, opt_state, model_state, losses = _step(loss_fn, make_optimizer, params, opt_state,
+                                                   hparams, batch, model_state)
+    if takes_state:
+        return params, opt_state, model_state, losses
+    return params, opt_state, losses
 
 
 def get_member(tree: Any, index: int) -> Any:

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_model_state
 from conftest import rounding
+from flax import nnx
 
 import jaxtune as jt
 
@@ -80,3 +82,64 @@ def test_hparams_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="`hparams` must map each hyperparameter name to a 1-D"):
         jt.init_population(make_optimizer, PARAMS, {"learning_rate": np.ones(2),
                                                     "weight_decay": np.ones(3)})
+
+
+def nnx_batchnorm_model():
+    """A Flax NNX model with BatchNorm: (graphdef, params, statistics) and its loss."""
+    graphdef, params, stats = nnx.split(test_model_state.NnxNet(nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+
+    def bn_loss(params, batch, *, model_state):
+        model = nnx.merge(graphdef, params, model_state, copy=True)
+        x, y = batch
+        loss = jnp.mean((model(x) - y) ** 2)
+        return loss, (nnx.state(model, nnx.BatchStat), None)
+
+    return params, stats, bn_loss, (jnp.asarray(test_model_state.X),
+                                    jnp.asarray(test_model_state.Y))
+
+
+def bn_optimizer(learning_rate):
+    return optax.adamw(learning_rate, weight_decay=0.5)  # must never touch the statistics
+
+
+def test_step_population_threads_the_model_state_as_sweep_does():
+    params, stats, bn_loss, data = nnx_batchnorm_model()
+    rates = np.array([0.01, 0.05], np.float32)
+    result = jt.sweep(bn_loss, (params, stats), bn_optimizer,
+                      jt.Space(learning_rate=jt.choice(rates.tolist())),
+                      data=lambda key, step: data, steps=20, eval_every=10, progress=False,
+                      devices=jax.devices()[:1])
+    hparams = {"learning_rate": rates}
+    population, opt_state, model_state = jt.init_population(bn_optimizer, params, hparams,
+                                                            model_state=stats)
+    for _ in range(20):
+        population, opt_state, model_state, losses = jt.step_population(
+            bn_loss, bn_optimizer, population, opt_state, hparams, data, model_state=model_state)
+    assert losses.shape == (2,)
+    order = [int(np.flatnonzero(result.hparams["learning_rate"] == rate)[0]) for rate in rates]
+    for got, want in ((population, result.params), (model_state, result.model_state)):
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            np.testing.assert_allclose(a, np.asarray(b)[order], **rounding(20))
+    moved = [not np.allclose(a[0], b) for a, b in zip(jax.tree_util.tree_leaves(model_state),
+                                                      jax.tree_util.tree_leaves(stats))]
+    assert any(moved), "the running statistics never moved"
+
+
+def test_model_state_conventions_are_checked_in_the_own_loop():
+    params, stats, bn_loss, data = nnx_batchnorm_model()
+    hparams = {"learning_rate": np.array([0.01, 0.05], np.float32)}
+    population, opt_state, model_state = jt.init_population(bn_optimizer, params, hparams,
+                                                            model_state=stats)
+    with pytest.raises(ValueError, match="`loss_fn` takes `model_state`; pass the stacked"):
+        jt.step_population(bn_loss, bn_optimizer, population, opt_state, hparams, data)
+    with pytest.raises(ValueError, match="`model_state` was given but `loss_fn` takes no"):
+        jt.step_population(loss_fn, make_optimizer, *jt.init_population(
+            make_optimizer, PARAMS, HPARAMS), HPARAMS, batch(0), model_state={"n": jnp.ones(3)})
+
+    def no_state_returned(params, batch, *, model_state):
+        return bn_loss(params, batch, model_state=model_state)[0]
+
+    with pytest.raises(ValueError, match=r"must return `\(loss, \(new_model_state, metrics\)\)`"):
+        jt.step_population(no_state_returned, bn_optimizer, population, opt_state, hparams,
+                           data, model_state=model_state)
