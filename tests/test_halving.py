@@ -39,10 +39,14 @@ def test_rungs_match_hand_computed_schedules():
     assert jt.SuccessiveHalving(eta=3, min_steps=10).rungs(90) == [[10, 30]]
     assert jt.SuccessiveHalving(eta=2, min_steps=5).rungs(40) == [[5, 10, 20]]
     assert jt.SuccessiveHalving(eta=3, min_steps=10).rungs(91) == [[10, 30, 90]]
-    # s_max = 2: weights ceil(3/3)*9 = 9, ceil(3/2)*3 = 6, ceil(3/1)*1 = 3 (sum 18);
-    # 27 trials = 1 each + 24 shared 9:6:3 -> 1 + 12, 1 + 8, 1 + 4.
+    # s_max = 2: weights ceil(3/3*9) = 9, ceil(3/2*3) = 5, ceil(3/1*1) = 3 (sum 17);
+    # 27 trials shared 9:5:3 = 14.3, 7.9, 4.8 -> largest remainders 14, 8, 5.
     assert jt.Hyperband(eta=3, min_steps=10).brackets(27, 90) == [
-        ([10, 30], 13), ([30], 9), ([], 5)]
+        ([10, 30], 14), ([30], 8), ([], 5)]
+    # 5 trials over weights 27:12:6:4 -> 3, 1, 1, 0 by largest remainders; every bracket
+    # gets one while there are enough, taken from the largest.
+    assert jt.Hyperband(eta=3, min_steps=10).brackets(5, 270) == [
+        ([10, 30, 90], 2), ([30, 90], 1), ([90], 1), ([], 1)]
     assert jt.Hyperband(eta=3, min_steps=10).brackets(2, 90) == [([10, 30], 1), ([30], 1), ([], 0)]
 
 
@@ -97,6 +101,35 @@ def test_hyperband_brackets_run_concurrently_with_their_own_rungs():
         + [90] * (n2 // 9)
     assert sorted(middle.tolist()) == [30] * (n1 - max(1, n1 // 3)) + [90] * max(1, n1 // 3)
     assert full.tolist() == [90] * n0
+
+
+# Li et al., "Hyperband" (JMLR 2018), Table 1: R = 81, eta = 3; per bracket s the
+# rounds (n_i configurations, r_i resource each).
+HYPERBAND_TABLE_1 = {
+    4: [(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)],
+    3: [(34, 3), (11, 9), (3, 27), (1, 81)],
+    2: [(15, 9), (5, 27), (1, 81)],
+    1: [(8, 27), (2, 81)],
+    0: [(5, 81)],
+}
+
+
+def test_hyperband_brackets_follow_the_papers_table_1():
+    hyperband = jt.Hyperband(eta=3, min_steps=1)
+    assert [n for _, n in hyperband.brackets(143, 81)] == [81, 34, 15, 8, 5]
+    # One step is one unit of resource; every configuration in flight, so each bracket
+    # halves synchronously, as in the paper.
+    rates = np.geomspace(1e-4, 0.4, 143).tolist()
+    result = run(hyperband, rates=rates, steps=81, eval_every=1, members_in_flight=144,
+                 members_per_slice=144)
+    start = 0
+    for s, rounds in HYPERBAND_TABLE_1.items():
+        n = rounds[0][0]
+        # n_i - n_(i+1) configurations stop after r_i steps; the last round's finish.
+        expected = [r for (n_i, r), (n_next, _) in zip(rounds, [*rounds[1:], (0, 0)])
+                    for _ in range(n_i - n_next)]
+        assert sorted(result.steps_trained[start:start + n].tolist()) == expected, f"s={s}"
+        start += n
 
 
 def test_freed_slots_train_new_configurations_up_to_max_trials():

@@ -222,8 +222,9 @@ class Hyperband(SuccessiveHalving):
     With `s_max = floor(log_eta(steps / min_steps))`, bracket `s` (s = s_max ... 0)
     halves from the rung `min_steps * eta**(s_max - s)` on; bracket 0 trains to the
     full budget without stopping. The sweep's configurations are shared among the
-    brackets in Hyperband's proportions, `n_s ∝ ceil((s_max + 1) / (s + 1)) * eta**s`
-    (largest remainders, each bracket at least one while there are enough). All
+    brackets in Hyperband's proportions, `n_s ∝ ceil((s_max + 1) / (s + 1) * eta**s)`
+    (largest remainders, each bracket at least one while there are enough): with
+    `sum(n_s)` configurations, each bracket starts exactly the paper's `n_s`. All
     brackets train at once in one population; each ranks only its own configurations.
 
     Args:
@@ -248,15 +249,19 @@ class Hyperband(SuccessiveHalving):
 
     def _bracket_sizes(self, trials: int, steps: int) -> list[int]:
         s_max = len(rung_steps(self.min_steps, self.eta, steps))
-        weights = np.array([math.ceil((s_max + 1) / (s + 1)) * self.eta**s
-                            for s in range(s_max, -1, -1)])
+        # Li et al., Algorithm 1: bracket s starts n = ceil((s_max + 1) / (s + 1) * eta**s).
+        weights = np.array([math.ceil((s_max + 1) / (s + 1) * self.eta**s)
+                            for s in range(s_max, -1, -1)], dtype=float)
         brackets = weights.size
         if trials < brackets:
             return [1] * trials + [0] * (brackets - trials)
-        share = 1 + weights / weights.sum() * (trials - brackets)  # at least one each
+        share = weights * trials / weights.sum()  # exactly `weights` for trials = sum
         sizes = np.floor(share).astype(int)
         order = np.argsort(-(share - sizes), kind="stable")
         sizes[order[:trials - sizes.sum()]] += 1
+        for empty in np.flatnonzero(sizes == 0):  # one each, taken from the largest
+            sizes[np.argmax(sizes)] -= 1
+            sizes[empty] = 1
         return sizes.tolist()
 
     def brackets(self, trials: int, steps: int) -> list[tuple[list[int], int]]:
