@@ -1,0 +1,75 @@
+"""Checkpoints and file writes: nothing silent.
+
+A checkpoint of other data is refused, two sweeps never share a `checkpoint_dir`, a
+damaged checkpoint is refused naming its path, a failed write names its target, and a
+writer killed outright leaves no temporary file for good.
+"""
+
+import errno
+import os
+import re
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxtune as jt
+
+RNG = np.random.default_rng(7)
+X = RNG.normal(size=(32, 2)).astype(np.float32)
+Y = (X @ np.array([[1.0], [-2.0]], np.float32)).astype(np.float32)
+ONE_DEVICE = jax.devices()[:1]
+
+
+def loss(params, batch):
+    x, y = batch
+    return jnp.mean((x @ params - y) ** 2)
+
+
+def tiny_sweep(checkpoint_dir=None, **changes):
+    """Two configurations, four steps, two record points: a checkpoint in a second."""
+    arguments = dict(data=(X, Y), batch_size=8, steps=4, eval_every=2, trials=2,
+                     devices=ONE_DEVICE, progress=False, checkpoint_dir=checkpoint_dir)
+    arguments.update(changes)
+    init_params = arguments.pop("init_params", np.zeros((2, 1), np.float32))
+    return jt.sweep(loss, init_params, lambda learning_rate: optax.sgd(learning_rate),
+                    jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)), **arguments)
+
+
+def dead_pid():
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture(scope="module")
+def result():
+    return tiny_sweep()
+
+
+def test_a_save_into_a_missing_directory_names_the_target(result, tmp_path):
+    target = tmp_path / "no" / "such" / "dir" / "x.npz"
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"cannot write {target}: No such file or directory; the directory {target.parent} "
+            "does not exist")):
+        result.save(target)
+
+
+def full_disk(descriptor):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_file_being_written(result, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", full_disk)  # the last write of every file
+    checkpoint = tmp_path / "checkpoint" / "sweep.npz"
+    with pytest.raises(OSError, match=re.escape(
+            f"cannot write {checkpoint}: No space left on device; the disk is full")):
+        tiny_sweep(checkpoint.parent)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {tmp_path / 'x.npz'}: No space left")):
+        result.save(tmp_path / "x.npz")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # no temporary file left
+    assert os.listdir(checkpoint.parent) == []
