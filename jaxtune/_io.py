@@ -1,10 +1,18 @@
-"""Files written atomically: a crash leaves the old file or the new one, never a torn one."""
+"""Files written atomically: a crash leaves the old file or the new one, never a torn one.
+
+`write_atomically` writes a temporary file beside the target and renames it over the
+target. The temporary file is named `<target>.tmp-<pid>-<8 hex digits>`; one left
+behind by a writer killed outright (kill -9, power loss) is removed at the next write of
+the same target, once no live process on this host has that pid. An error names the
+target, never the temporary file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Callable
 from typing import IO
@@ -24,6 +32,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
         then holds what it held before and no temporary file is left.
     """
     directory, name = os.path.split(os.path.abspath(path))
+    _remove_stale_temporaries(directory, name)
     temporary = os.path.join(directory, f"{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
@@ -57,6 +66,37 @@ def _naming(error: OSError, path: str) -> OSError:
     }.get(error.errno)
     message = f"cannot write {path}: {error.strerror or error}" + (f"; {hint}" if hint else "")
     return OSError(message) if error.errno is None else OSError(error.errno, message)
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Removes `name`'s temporary files whose writer (a pid on this host) no longer runs."""
+    pattern = re.compile(re.escape(name) + r"\.tmp-(\d+)-[0-9a-f]{8}")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return  # the write itself says what is wrong with the directory
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        if match and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):  # another writer removed it first
+                os.unlink(os.path.join(directory, entry))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs; True when that cannot be told."""
+    if pid <= 0:
+        return False  # no writer has such a pid (and os.kill(0, ...) means the group)
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # Windows' os.kill(pid, 0) would terminate the process, not probe it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
 
 
 def _fsync_directory(directory: str) -> None:

@@ -73,3 +73,18 @@ def test_a_full_disk_names_the_file_being_written(result, tmp_path, monkeypatch)
         result.save(tmp_path / "x.npz")
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # no temporary file left
     assert os.listdir(checkpoint.parent) == []
+
+
+def test_temporary_files_of_killed_writers_are_removed_at_the_next_write(result, tmp_path):
+    dead, live = dead_pid(), os.getpid()
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    left = [checkpoint / f"sweep.npz.tmp-{dead}-0123abcd", tmp_path / f"x.npz.tmp-{dead}-89abcdef"]
+    kept = [checkpoint / f"sweep.npz.tmp-{live}-0123abcd",  # a live writer's
+            tmp_path / f"y.npz.tmp-{dead}-89abcdef"]  # another target's
+    for path in left + kept:
+        path.write_bytes(b"PK\x03\x04 half of an archive")
+    tiny_sweep(checkpoint)
+    result.save(tmp_path / "x.npz")
+    assert sorted(os.listdir(checkpoint)) == ["sweep.npz", kept[0].name]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "x.npz", kept[1].name]
