@@ -6,9 +6,12 @@ so the process compiles its programs once and the later tests reuse them.
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -267,3 +270,110 @@ def test_checkpointed_sweep_resumes_with_the_strategys_trials(tmp_path):
     assert result.n_trials == 6
     assert asked_before <= set(search.trial_numbers.values())  # the restored trials continued
     assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 6
+
+
+# -- the storage: locked by another writer, or driven by another process ------------------
+
+
+def quick_lock_study(tmp_path):
+    """The study in SQLite, each statement waiting at most 50 ms for a lock (not 5 s)."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}",
+                                         engine_kwargs={"connect_args": {"timeout": 0.05}})
+    return optuna.create_study(storage=storage, study_name="s",
+                               sampler=optuna.samplers.TPESampler(constant_liar=True, seed=0),
+                               pruner=optuna.pruners.NopPruner())
+
+
+def locking_at_second_decision(path, hold):
+    """An OptunaSearch that, at its second decision, has another connection take the SQLite
+    file's write lock (as a second writer would) and hold it `hold` seconds (None: on)."""
+    lock = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    release = threading.Timer(hold or 0, lambda: lock.execute("ROLLBACK"))
+
+    class Locking(jt.OptunaSearch):
+        decisions = 0
+
+        def decide(self, search, report):
+            type(self).decisions += 1
+            if type(self).decisions == 2:
+                lock.execute("BEGIN EXCLUSIVE")
+                if hold is not None:
+                    release.start()
+            return super().decide(search, report)
+
+    def close():
+        release.cancel()
+        if release.is_alive():
+            release.join()
+        lock.close()
+
+    return Locking, close
+
+
+def test_a_storage_locked_mid_search_is_named_after_retrying(tmp_path):
+    Locking, close = locking_at_second_decision(tmp_path / "study.db", hold=None)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"storage 'sqlite:///.*study\.db' is locked "
+                                               r"\(database is locked\).*`storage_timeout`"):
+            run(Locking(quick_lock_study(tmp_path), trials=6, concurrent=2,
+                        storage_timeout=0.5), trials=6)
+        assert time.monotonic() - start < 60
+    finally:
+        close()
+
+
+def test_a_storage_locked_for_a_moment_is_waited_for(tmp_path):
+    Locking, close = locking_at_second_decision(tmp_path / "study.db", hold=0.5)
+    try:
+        result = run(Locking(quick_lock_study(tmp_path), trials=6, concurrent=2,
+                             storage_timeout=30), trials=6)
+    finally:
+        close()
+    assert result.n_trials == 6
+    assert [t.state.name for t in reloaded(tmp_path).trials] == ["COMPLETE"] * 6
+
+
+DRIVING_RUN = textwrap.dedent("""
+    import pathlib, sys, time
+    sys.path.insert(0, {tests!r})
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    import jaxtune as jt
+    jt.enable_compilation_cache()
+    import test_optuna as t
+
+    class Slow(jt.OptunaSearch):
+        def decide(self, search, report):
+            decision = super().decide(search, report)
+            pathlib.Path({ready!r}).touch()  # trials are running: the test may start
+            time.sleep(600)
+            return decision
+
+    t.run(Slow(t.sqlite_study(pathlib.Path({path!r})), trials=6, concurrent=2), trials=6)
+""")
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_study_being_driven_is_refused(tmp_path):
+    ready = tmp_path / "ready"
+    script = DRIVING_RUN.format(tests=os.path.dirname(__file__), path=str(tmp_path),
+                                ready=str(ready))
+    first = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first process never started its trials"
+            time.sleep(0.2)
+        running = [t.number for t in reloaded(tmp_path).trials
+                   if t.state == optuna.trial.TrialState.RUNNING]
+        assert running
+        with pytest.raises(ValueError, match=rf"study 's' is being driven by process "
+                                             rf"{first.pid} on .*one process drives a study"):
+            run(jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2), trials=6)
+        after = {t.number: t.state for t in reloaded(tmp_path).trials}
+        assert all(after[n] == optuna.trial.TrialState.RUNNING for n in running)
+    finally:
+        first.kill()
+        first.communicate()

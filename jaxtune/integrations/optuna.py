@@ -28,13 +28,17 @@ when an `OptunaSearch` is created.
 from __future__ import annotations
 
 import math
+import os
+import socket
+import time
+import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxtune._checks import positive_int
+from jaxtune._checks import check_nonnegative, positive_int
 from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Uniform
 from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
 
@@ -46,6 +50,13 @@ if TYPE_CHECKING:
 TRIAL_ATTR = "jaxtune_trial"
 #: The user attribute of a trial that was running when its process died.
 INTERRUPTED_ATTR = "jaxtune_interrupted"
+#: The study's user attribute naming the process driving it: host, pid, last heartbeat.
+DRIVER_ATTR = "jaxtune_driver"
+
+# What a storage says when another connection holds the lock it needs (SQLite, MySQL,
+# PostgreSQL); anything else from a storage is an error at once.
+_LOCKED = ("database is locked", "database table is locked", "lock wait timeout",
+           "could not obtain lock", "deadlock")
 
 _OPTUNA_TYPES = (type(None), bool, int, float, str)
 
@@ -94,6 +105,57 @@ def distributions(space: Space) -> dict[str, Any]:
     return out
 
 
+_MSG_LOCKED = (
+    "OptunaSearch: the study's storage {storage} is locked ({locked}) while {what}: another "
+    "connection holds a write transaction on it (a second process writing to this study, a "
+    "`sqlite3` shell, a tool editing the file). Retried for {seconds:.3g} s "
+    "(`storage_timeout`); close the other writer, or raise `storage_timeout`."
+)
+_MSG_STORAGE = (
+    "OptunaSearch: the study's storage {storage} failed while {what}: {cause} (Optuna "
+    "reports every storage failure as 'invalid data in the commit'; this is the storage's "
+    "own error). Check that the storage is reachable, writable and not full."
+)
+_MSG_DRIVEN = (
+    "OptunaSearch: the study {study!r} is being driven by process {pid} on {host} (its last "
+    "record point {age:.0f} s ago): one process drives a study at a time, and this one would "
+    "fail that process's running trials. Wait for it to finish or stop it, or use another "
+    "`study_name`; a process silent for `driver_timeout`={timeout:g} s is taken for dead "
+    "(driver_timeout=0 takes the study over now)."
+)
+
+
+def _locked(error: BaseException | None) -> str | None:
+    """What a storage error says about a lock, when it is one (searched along its causes)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error).lower()
+        for phrase in _LOCKED:
+            if phrase in text:
+                return phrase
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _cause(error: BaseException) -> str:
+    """The first line of the innermost cause of `error`, with its type."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 class OptunaSearch(Strategy):
     """Model-based search (TPE, CMA-ES, GP ...) with pruning, over a compiled population.
 
@@ -113,7 +175,15 @@ class OptunaSearch(Strategy):
     the study: trials that were running are marked FAIL (user attribute
     `jaxtune_interrupted`) and asked again, and the finished ones count toward
     `trials`. With `checkpoint_dir`, the sweep resumes from its checkpoint instead,
-    with the strategy's state. One process drives a study at a time.
+    with the strategy's state.
+
+    One process drives a study at a time: the study records which one (user
+    attribute `jaxtune_driver`: host, pid, time of its last record point), and a
+    second process on a study another live process drives is refused before it
+    touches the other's trials. A process that died (its pid gone on this host, or
+    silent for `driver_timeout` seconds) is taken over. A storage that another
+    connection has locked (SQLite: a second writer) is retried with backoff for
+    `storage_timeout` seconds, then named in the error.
 
     Example:
       >>> import jax.numpy as jnp, numpy as np, optax, optuna
@@ -147,6 +217,12 @@ class OptunaSearch(Strategy):
         seeds included): no trial is asked once the steps trained plus those the
         running trials still need would exceed it. Makes searches with and without
         pruning comparable at equal cost (pruning then buys more trials).
+      storage_timeout: seconds to keep retrying a storage call that finds the
+        storage locked, waiting 0.02 s, then twice as long each time (at most 1 s);
+        default 60.
+      driver_timeout: seconds after its last record point that the process
+        driving the study is taken for dead by another process; default 900 (0:
+        take the study over now).
 
     Attributes:
       study: the `optuna.Study`, once the sweep has set the strategy up.
@@ -158,7 +234,8 @@ class OptunaSearch(Strategy):
     def __init__(self, study: Any = None, *, trials: int | None = None, concurrent: int = 32,
                  metric: str | None = None, mode: str | None = None, storage: Any = None,
                  study_name: str | None = None, sampler: Any = None, pruner: Any = None,
-                 seed: int | None = None, max_member_steps: int | None = None):
+                 seed: int | None = None, max_member_steps: int | None = None,
+                 storage_timeout: float = 60.0, driver_timeout: float = 900.0):
         optuna = import_optuna()
         if study is not None and not isinstance(study, optuna.Study):
             raise TypeError(f"`study` must be an optuna.Study, got {type(study).__name__}; "
@@ -178,6 +255,13 @@ class OptunaSearch(Strategy):
         self.seed = seed
         self.max_member_steps = (None if max_member_steps is None
                                  else positive_int("max_member_steps", max_member_steps))
+        check_nonnegative("storage_timeout", storage_timeout)
+        check_nonnegative("driver_timeout", driver_timeout)
+        self.storage_timeout = float(storage_timeout)
+        self.driver_timeout = float(driver_timeout)
+        self._driver = {"host": socket.gethostname(), "pid": os.getpid(),
+                        "token": uuid.uuid4().hex}
+        self._last_beat = -math.inf
         self.study = study
         self._given_study = study is not None
         self._reset()
@@ -199,6 +283,7 @@ class OptunaSearch(Strategy):
             self.study = self._create_study()
         self._check_direction()
         self._check_distributions()
+        self._claim()
         self._trials_target = self.trials or len(search.configurations)
         self._concurrent = min(self.concurrent, self._trials_target)
 
@@ -210,10 +295,12 @@ class OptunaSearch(Strategy):
                                                                  seed=self.seed)
         direction = "maximize" if self._mode == "max" else "minimize"
         try:
-            return optuna.create_study(storage=self.storage, study_name=self.study_name,
-                                       sampler=sampler, pruner=self.pruner,
-                                       direction=direction, load_if_exists=True)
+            return self._retry_while_locked(
+                optuna.create_study, storage=self.storage, study_name=self.study_name,
+                sampler=sampler, pruner=self.pruner, direction=direction, load_if_exists=True)
         except Exception as error:  # storages raise many kinds of errors
+            if _locked(error):
+                raise self._storage_error("opening the study", error) from error
             raise ValueError(
                 f"OptunaSearch: could not open the study in `storage`={self.storage!r} "
                 f"({type(error).__name__}: {error}); give a URL Optuna can open, e.g. "
@@ -222,7 +309,7 @@ class OptunaSearch(Strategy):
 
     def _check_direction(self) -> None:
         optuna = import_optuna()
-        directions = self.study.directions
+        directions = self._storage_call("reading the study", lambda: self.study.directions)
         if len(directions) != 1:
             raise ValueError(f"OptunaSearch: the study has {len(directions)} objectives; "
                              "jaxtune tells one value per trial, use a single-objective study.")
@@ -238,7 +325,7 @@ class OptunaSearch(Strategy):
             )
 
     def _check_distributions(self) -> None:
-        for frozen in self.study.get_trials(deepcopy=False):
+        for frozen in self._trials():
             for name, theirs in frozen.distributions.items():
                 ours = self._distributions.get(name)
                 if ours is not None and ours != theirs:
@@ -256,10 +343,10 @@ class OptunaSearch(Strategy):
     def initial(self, search: Search) -> Table:
         self._reset()
         self._recover_interrupted(keep=())
-        self._counted = sum(self._counts(frozen) for frozen in self.study.get_trials(
-            deepcopy=False))
+        self._counted = sum(self._counts(frozen) for frozen in self._trials())
         remaining = self._trials_target - self._counted
         if remaining <= 0:
+            self._release()
             raise ValueError(
                 f"OptunaSearch: the study {self.study.study_name!r} already holds "
                 f"{self._counted} finished trials, `trials`={self._trials_target}; raise "
@@ -267,6 +354,7 @@ class OptunaSearch(Strategy):
             )
         n = min(self._concurrent, remaining, self._affordable(search))
         if n <= 0:
+            self._release()
             raise ValueError(
                 f"OptunaSearch: `max_member_steps`={self.max_member_steps} is less than one "
                 f"trial ({search.steps} steps x {search.seeds} seeds); raise it.")
@@ -284,6 +372,7 @@ class OptunaSearch(Strategy):
     def decide(self, search: Search, report: Report) -> Decision:
         optuna = import_optuna()
         state = optuna.trial.TrialState
+        self._heartbeat()
         curve = search.curve(self._metric)
         status = search.status
         record_steps = search.record_steps
@@ -311,12 +400,14 @@ class OptunaSearch(Strategy):
                     stop.extend(running.tolist())
                     self._tell(trial, state.FAIL)
                     break
-                self._optuna_trial(trial).report(value, step)
+                self._storage_call(f"reporting trial {self._numbers[trial]}'s value at step "
+                                   f"{step}", self._optuna_trial(trial).report, value, step)
                 self._reported[trial] = step
                 if step >= search.steps:
                     self._tell(trial, state.COMPLETE, value)
                     break
-                if self._optuna_trial(trial).should_prune():
+                if self._storage_call(f"asking the pruner about trial {self._numbers[trial]}",
+                                      self._optuna_trial(trial).should_prune):
                     stop.extend(running.tolist())
                     self._tell(trial, state.PRUNED)
                     break
@@ -326,6 +417,8 @@ class OptunaSearch(Strategy):
         if free > 0:
             first = int(search.member_trial.max()) + 1 if search.n_members else 0
             start = self._ask(search, free, first)
+        if not self._active and start is None:
+            self._release()  # the study is done, as far as this process goes
         if not stop and start is None:
             return CONTINUE
         return Decision(stop=tuple(stop), start=start)
@@ -344,8 +437,14 @@ class OptunaSearch(Strategy):
     def _ask(self, search: Search, n: int, first: int) -> Table:
         columns: dict[str, list[Any]] = {name: [] for name in search.space.names}
         for k in range(n):
-            trial = self.study.ask(self._distributions)
-            trial.set_user_attr(TRIAL_ATTR, first + k)
+            # Asked, then each parameter drawn, as `study.ask(distributions)` does, so a
+            # retry after a lock repeats one write, not the trial's creation.
+            trial = self._storage_call("asking for a trial", self.study.ask)
+            for name, distribution in self._distributions.items():
+                self._storage_call(f"drawing `{name}` of trial {trial.number}", trial._suggest,
+                                   name, distribution)
+            self._storage_call(f"labelling trial {trial.number}", trial.set_user_attr,
+                               TRIAL_ATTR, first + k)
             self._numbers[first + k] = trial.number
             # Optuna's storage id: a trial object is rebuilt from it after a restore.
             self._trial_ids[first + k] = trial._trial_id
@@ -367,11 +466,15 @@ class OptunaSearch(Strategy):
     def _optuna_trial(self, trial: int) -> Any:
         if trial not in self._cache:
             optuna = import_optuna()
-            self._cache[trial] = optuna.trial.Trial(self.study, self._trial_ids[trial])
+            self._cache[trial] = self._storage_call(
+                f"reading trial {self._numbers[trial]}", optuna.trial.Trial, self.study,
+                self._trial_ids[trial])
         return self._cache[trial]
 
     def _tell(self, trial: int, state: Any, value: float | None = None) -> None:
-        self.study.tell(self._numbers[trial], value, state=state)
+        number = self._numbers[trial]
+        self._storage_call(f"telling trial {number} {state.name}", self.study.tell, number,
+                           value, state=state)
         self._active.discard(trial)
         self._cache.pop(trial, None)
 
@@ -386,12 +489,85 @@ class OptunaSearch(Strategy):
         """Marks FAIL the study's running jaxtune trials that this run does not own."""
         optuna = import_optuna()
         keep = set(keep)
-        for frozen in self.study.get_trials(deepcopy=False,
-                                            states=(optuna.trial.TrialState.RUNNING,)):
+        for frozen in self._trials(states=(optuna.trial.TrialState.RUNNING,)):
             if TRIAL_ATTR in frozen.user_attrs and frozen.number not in keep:
-                optuna.trial.Trial(self.study, frozen._trial_id).set_user_attr(
-                    INTERRUPTED_ATTR, True)
-                self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                what = f"marking interrupted trial {frozen.number} FAIL"
+                self._storage_call(what, self.study._storage.set_trial_user_attr,
+                                   frozen._trial_id, INTERRUPTED_ATTR, True)
+                self._storage_call(what, self.study.tell, frozen.number,
+                                   state=optuna.trial.TrialState.FAIL)
+
+    # -- the storage: retried while locked, one driving process -----------------------------
+
+    def _trials(self, states: Any = None) -> list[Any]:
+        return self._storage_call("reading the study's trials", self.study.get_trials,
+                                  deepcopy=False, states=states)
+
+    def _retry_while_locked(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, called again with backoff while the storage is locked."""
+        deadline = time.monotonic() + self.storage_timeout
+        wait = 0.02
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:
+                if not _locked(error) or time.monotonic() + wait > deadline:
+                    raise
+                time.sleep(wait)
+                wait = min(2 * wait, 1.0)
+
+    def _storage_call(self, what: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """A call on the study's storage: retried while locked; its failure named."""
+        try:
+            return self._retry_while_locked(fn, *args, **kwargs)
+        except Exception as error:
+            if _locked(error) or isinstance(error,
+                                            import_optuna().exceptions.StorageInternalError):
+                raise self._storage_error(what, error) from error
+            raise
+
+    def _storage_error(self, what: str, error: BaseException) -> RuntimeError:
+        storage = self.storage if self.study is None else self.study._storage
+        storage = getattr(storage, "_backend", storage)  # Optuna's cache around an RDB
+        url = getattr(storage, "url", storage)
+        name = repr(url) if isinstance(url, str) else type(url).__name__
+        locked = _locked(error)
+        if locked:
+            return RuntimeError(_MSG_LOCKED.format(storage=name, locked=locked, what=what,
+                                                   seconds=self.storage_timeout))
+        return RuntimeError(_MSG_STORAGE.format(storage=name, what=what, cause=_cause(error)))
+
+    def _claim(self) -> None:
+        """Makes this process the study's driver, unless another live process is."""
+        driver = self._storage_call("reading the study", lambda: self.study.user_attrs).get(
+            DRIVER_ATTR)
+        if driver and driver.get("token") != self._driver["token"] and self._alive(driver):
+            raise ValueError(_MSG_DRIVEN.format(
+                study=self.study.study_name, pid=driver["pid"], host=driver["host"],
+                age=time.time() - driver["time"], timeout=self.driver_timeout))
+        self._beat()
+
+    def _alive(self, driver: Mapping[str, Any]) -> bool:
+        """Whether the process that `driver` names may still be driving the study."""
+        if time.time() - driver["time"] >= self.driver_timeout:
+            return False
+        if driver["host"] != self._driver["host"]:
+            return True  # its pid cannot be looked up from here
+        return driver["pid"] != os.getpid() and _pid_alive(driver["pid"])
+
+    def _beat(self) -> None:
+        self._storage_call("recording the process driving the study", self.study.set_user_attr,
+                           DRIVER_ATTR, {**self._driver, "time": time.time()})
+        self._last_beat = time.monotonic()
+
+    def _heartbeat(self) -> None:
+        """At a record point: still the driver? Then say so, at most every few seconds."""
+        if time.monotonic() - self._last_beat < min(10.0, self.driver_timeout / 4):
+            return
+        self._claim()
+
+    def _release(self) -> None:
+        self._storage_call("releasing the study", self.study.set_user_attr, DRIVER_ATTR, None)
 
     # -- results and checkpoints -------------------------------------------------------------
 
@@ -428,7 +604,8 @@ class OptunaSearch(Strategy):
         self._counted = int(state["counted"])
         self._recover_interrupted(keep=[self._numbers[t] for t in self._active])
         for trial in self._active:
-            frozen = self.study._storage.get_trial(self._trial_ids[trial])
+            frozen = self._storage_call(f"reading trial {self._numbers[trial]}",
+                                        self.study._storage.get_trial, self._trial_ids[trial])
             if frozen.intermediate_values:
                 self._reported[trial] = max(self._reported.get(trial, -1),
                                             max(frozen.intermediate_values))
