@@ -1,5 +1,7 @@
 """Successive halving and Hyperband: rung arithmetic, seed groups, divergence, resume."""
 
+import contextlib
+import signal
 
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +132,42 @@ def test_hyperband_brackets_follow_the_papers_table_1():
                     for _ in range(n_i - n_next)]
         assert sorted(result.steps_trained[start:start + n].tolist()) == expected, f"s={s}"
         start += n
+
+
+@contextlib.contextmanager
+def within(seconds):
+    """Fails the test with TimeoutError instead of hanging past `seconds`."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_eta_next_to_1_is_refused_with_its_rung_count(monkeypatch):
+    # min_steps * eta**k reaches 90 only after ~2.2e12 rungs: refused, not enumerated.
+    monkeypatch.setattr(jt.Trainer, "train", lambda *a, **k: pytest.fail("compiled"))
+    message = r"`eta`=1.000000000001 with min_steps=10 puts 2.2e\+12 rungs.*at most 100.*eta >= 1.02"
+    with within(5):
+        with pytest.raises(ValueError, match=message):
+            jt.SuccessiveHalving(eta=1 + 1e-12, min_steps=10).rungs(90)
+        with pytest.raises(ValueError, match=message):
+            jt.Hyperband(eta=1 + 1e-12, min_steps=10).brackets(9, 90)
+        with pytest.raises(ValueError, match=message):
+            run(jt.SuccessiveHalving(eta=1 + 1e-12, min_steps=10))
+
+
+def test_a_huge_eta_has_one_rung_that_keeps_the_best_configuration():
+    # eta**k past the float range is never computed: the first rung ends the ladder.
+    assert jt.SuccessiveHalving(eta=1e308, min_steps=10).rungs(90) == [[10]]
+    assert jt.Hyperband(eta=1e308, min_steps=10).brackets(9, 90) == [([10], 8), ([], 1)]
+    result = run(jt.SuccessiveHalving(eta=1e308, min_steps=10))
+    assert sorted(result.steps_trained.tolist()) == [10] * 8 + [90]
+    assert result.steps_trained[np.argmin(result.curve("train_loss")[:, 0])] == 90
 
 
 def test_freed_slots_train_new_configurations_up_to_max_trials():
