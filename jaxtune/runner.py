@@ -278,11 +278,10 @@ class Runner:
             self.groups.append(Group(dict(static), self._make_trainer(static)))
         return self._group_index[key]
 
-    def add_configurations(self, table: Table) -> np.ndarray:
+    def add_configurations(self, table: Table, what: str = "Decision.start must be"
+                           ) -> np.ndarray:
         """Adds every row of `table` as a trial of `seeds` waiting members; returns them."""
-        if table.space != self.space:
-            raise ValueError("a strategy started configurations of another space; build them "
-                             "with `search.ask(n)` or `search.space.table(...)`.")
+        self._check_table(table, what)
         n = len(table)
         if n == 0:
             return np.zeros(0, np.int64)
@@ -307,6 +306,14 @@ class Runner:
             self.member_hparams[name] = np.concatenate([old.astype(column.dtype), column])
         self.recorder.add_members(added)
         return np.arange(first, first + added)
+
+    def _check_table(self, table: Any, what: str = "Decision.start must be") -> None:
+        if not isinstance(table, Table):
+            raise TypeError(f"{self.strategy!r}: {what} a jt.Table of the "
+                            f"sweep's space (from `search.ask(n)`), got {type(table).__name__}.")
+        if table.space != self.space:
+            raise ValueError("a strategy started configurations of another space; build them "
+                             "with `search.ask(n)` or `search.space.table(...)`.")
 
     def trial_columns(self) -> dict[str, np.ndarray]:
         """Every configuration's hyperparameters, name -> [n_trials], in trial order."""
@@ -436,23 +443,34 @@ class Runner:
         return Report(as_array(reached), as_array(completed), as_array(diverged))
 
     def apply(self, decision: Decision) -> None:
-        """Carries out a strategy's decision."""
+        """Carries out a strategy's decision: stop, then copy, then hparams, then start.
+
+        The whole decision is checked before any of it is applied, so a refused one
+        changes nothing. `copy` and `hparams` may name only members still running
+        after the stops, and every copy reads the members as they were before it.
+        """
         if not isinstance(decision, Decision):
             raise TypeError(f"{self.strategy!r}.decide must return a jt.Decision, got "
                             f"{type(decision).__name__}.")
         n = self.status.size
-        where = self._locate()
-        for member in decision.stop:
-            member = self._member_id(member, n, "stop")
+        stop = [self._member_id(member, n, "stop") for member in decision.stop]
+        located = self._locate()
+        stopping = set(stop)
+        where = {m: place for m, place in located.items() if m not in stopping}
+        copies = self._checked_copies(decision.copy, where, stopping)
+        new = self._checked_hparams(decision.hparams, where, stopping)
+        if decision.start is not None:
+            self._check_table(decision.start)
+        for member in stop:
             if self.status[member] == WAITING:
                 self.status[member] = STOPPED
             elif self.status[member] == RUNNING:
-                piece, slot = where[member]
+                piece, slot = located[member]
                 self._end(piece, np.array([slot]), STOPPED)
-        if decision.copy:
-            self._copy(decision.copy, where)
-        if decision.hparams:
-            self._set_hparams(decision.hparams, where)
+        if copies:
+            self._copy(copies, where)
+        if new:
+            self._set_hparams(new, where)
         if decision.start is not None:
             self.add_configurations(decision.start)
         self.slices = [piece for piece in self.slices if np.any(piece.members >= 0)]
@@ -468,30 +486,79 @@ class Runner:
         return {int(m): (piece, slot) for piece in self.slices
                 for slot, m in enumerate(piece.members) if m >= 0}
 
-    def _copy(self, copies: Mapping[int, int], where: dict) -> None:
+    def _not_running(self, member: int, stopping: set[int], field: str) -> str:
+        """Why `member` cannot be named in `Decision.<field>`: "is ...", for an error."""
+        if member in stopping:
+            return (f"is stopped by the same Decision (stops apply first); drop it from `stop` "
+                    f"or from `{field}`.")
+        status = self.status[member]
+        return (f"is {'waiting' if status == WAITING else STATUS_NAMES[status]}; only running "
+                f"members can be named in `{field}`.")
+
+    def _checked_copies(self, copies: Any, where: dict, stopping: set[int]
+                        ) -> list[tuple[int, int]]:
+        """`Decision.copy` as (target, source) pairs of running members of one static group."""
+        if not isinstance(copies, Mapping):
+            raise TypeError(f"{self.strategy!r}: Decision.copy must be a mapping target -> "
+                            f"source, e.g. {{3: 0}}, got {type(copies).__name__}.")
         n = self.status.size
-        by_pair: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for target, source in copies.items():
-            target = self._member_id(target, n, "copy")
-            source = self._member_id(source, n, "copy")
-            if target not in where or source not in where:
-                raise ValueError(f"{self.strategy!r}: Decision.copy {target} <- {source}: both "
-                                 "members must be running.")
-            (t_piece, t_slot), (s_piece, s_slot) = where[target], where[source]
-            if t_piece.group != s_piece.group:
+        pairs = [(self._member_id(t, n, "copy"), self._member_id(s, n, "copy"))
+                 for t, s in copies.items()]
+        targets = {target: source for target, source in pairs}
+        for target, source in pairs:
+            for member in (target, source):
+                if member not in where:
+                    raise ValueError(f"{self.strategy!r}: Decision.copy {target} <- {source}: "
+                                     f"member {member} "
+                                     f"{self._not_running(member, stopping, 'copy')}")
+            if where[target][0].group != where[source][0].group:
                 raise ValueError(f"{self.strategy!r}: Decision.copy {target} <- {source}: the "
                                  "members belong to different static groups.")
+            if source in targets and source != target:
+                raise ValueError(
+                    f"{self.strategy!r}: Decision.copy: member {source} is both the target of "
+                    f"a copy (copy {source} <- {targets[source]}) and the source of another "
+                    f"(copy {target} <- {source}), which would depend on the order of the "
+                    "copies; copy only from members that no copy of the same Decision "
+                    "changes.")
+        return pairs
+
+    def _checked_hparams(self, new: Any, where: dict, stopping: set[int]
+                         ) -> list[tuple[int, dict[str, Any]]]:
+        """`Decision.hparams` as (member, {name: value}) of running members."""
+        if not isinstance(new, Mapping) or not all(isinstance(v, Mapping) for v in new.values()):
+            raise TypeError(f"{self.strategy!r}: Decision.hparams must map each member to a "
+                            "dict of new values, e.g. {3: {'learning_rate': 0.01}}.")
+        n = self.status.size
+        checked = []
+        for member, values in new.items():
+            member = self._member_id(member, n, "hparams")
+            if member not in where:
+                raise ValueError(f"{self.strategy!r}: Decision.hparams names member {member}, "
+                                 f"which {self._not_running(member, stopping, 'hparams')}")
+            for name in values:
+                if name not in self.member_hparams:
+                    raise ValueError(
+                        f"{self.strategy!r}: Decision.hparams sets {name!r}, which is not a "
+                        f"dynamic dimension ({', '.join(self.member_hparams) or 'none'}).")
+            checked.append((member, dict(values)))
+        return checked
+
+    def _copy(self, pairs: Sequence[tuple[int, int]], where: dict) -> None:
+        by_pair: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for target, source in pairs:
+            (t_piece, t_slot), (s_piece, s_slot) = where[target], where[source]
             by_pair.setdefault((id(t_piece), id(s_piece)), []).append((t_slot, s_slot))
             self.member_step[target] = self.member_step[source]
             for values in self.member_hparams.values():
                 values[target] = values[source]
             self.recorder.copy(target, source, int(self.member_step[source]))
         pieces = {id(piece): piece for piece in self.slices}
-        for (t_id, s_id), pairs in by_pair.items():
+        for (t_id, s_id), slot_pairs in by_pair.items():
             target_piece, source_piece = pieces[t_id], pieces[s_id]
             size = target_piece.members.size
             index, mask = np.zeros(size, np.int32), np.zeros(size, bool)
-            for t_slot, s_slot in pairs:
+            for t_slot, s_slot in slot_pairs:
                 index[t_slot], mask[t_slot] = s_slot, True
             source_hparams = {k: v.copy() for k, v in source_piece.hparams.items()}
             trainer = self.groups[target_piece.group].trainer
@@ -502,20 +569,11 @@ class Runner:
             for name, values in target_piece.hparams.items():
                 values[mask] = source_hparams[name][index[mask]]
 
-    def _set_hparams(self, new: Mapping[int, Mapping[str, Any]], where: dict) -> None:
-        n = self.status.size
+    def _set_hparams(self, new: Sequence[tuple[int, dict[str, Any]]], where: dict) -> None:
         touched = {}
-        for member, values in new.items():
-            member = self._member_id(member, n, "hparams")
-            if member not in where:
-                raise ValueError(f"{self.strategy!r}: Decision.hparams names member {member}, "
-                                 "which is not running.")
+        for member, values in new:
             piece, slot = where[member]
             for name, value in values.items():
-                if name not in self.member_hparams:
-                    raise ValueError(
-                        f"{self.strategy!r}: Decision.hparams sets {name!r}, which is not a "
-                        f"dynamic dimension ({', '.join(self.member_hparams) or 'none'}).")
                 self.member_hparams[name][member] = value
                 piece.hparams[name][slot] = value
             touched[id(piece)] = piece
@@ -573,7 +631,7 @@ class Runner:
         """
         start = time.perf_counter()
         if not (self.checkpoint is not None and self.checkpoint.restore(self)):
-            self.add_configurations(self.strategy.initial(self.search))
+            self.add_configurations(self.strategy.initial(self.search), "`initial` must return")
         self._release_batches()
         bar = _progress_bar(self.progress)
         try:

@@ -186,6 +186,34 @@ def test_a_copied_member_keeps_its_own_seed_and_data_stream():
     assert not np.allclose(result.train_loss[0, 1:], result.train_loss[1, 1:])
 
 
+@pytest.mark.parametrize("decision, error, message", [
+    (dict(stop=[0], copy={0: 1}), ValueError,
+     r"Decision.copy 0 <- 1: member 0 is stopped by the same Decision \(stops apply first\); "
+     r"drop it from `stop` or from `copy`"),
+    (dict(stop=[1], copy={0: 1}), ValueError, r"Decision.copy 0 <- 1: member 1 is stopped by"),
+    (dict(stop=[0], hparams={0: {"learning_rate": 0.01}}), ValueError,
+     r"Decision.hparams names member 0, which is stopped by the same Decision"),
+    (dict(copy={0: 1, 1: 0}), ValueError, r"Decision.copy: member 1 is both the target of a "
+                                          r"copy \(copy 1 <- 0\) and the source of another "
+                                          r"\(copy 0 <- 1\)"),
+    (dict(copy={0: 4}), ValueError, r"Decision.copy 0 <- 4: member 4 is waiting; only running"),
+    (dict(hparams={5: {"learning_rate": 0.01}}), ValueError,
+     r"Decision.hparams names member 5, which is waiting"),
+    (dict(copy=[(0, 1)]), TypeError, r"Decision.copy must be a mapping target -> source"),
+    (dict(hparams={0: 0.01}), TypeError, r"Decision.hparams must map each member to a dict"),
+    (dict(start={"learning_rate": [0.01]}), TypeError,
+     r"Decision.start must be a jt.Table of the sweep's space \(from `search.ask\(n\)`\), "
+     r"got dict"),
+])
+def test_a_decision_naming_a_member_it_stops_or_chaining_copies_is_refused(decision, error,
+                                                                           message):
+    # The order within a Decision: stop, copy, hparams, start; copy and hparams see only
+    # the members still running after the stops. Members 2..5 wait for a free slot.
+    with pytest.raises(error, match=message):
+        run_sweep(strategy=CopyAtFirstRecord(**decision), members_per_slice=2,
+                  members_in_flight=2)
+
+
 InterruptAt = interrupting(jt.Strategy)  # a plain sweep that the user stops at decision k
 
 

@@ -58,14 +58,19 @@ class Report:
 class Decision:
     """What the population does next. The empty decision continues everything.
 
+    The runner checks the whole decision before applying any of it (a refused one
+    changes nothing), then applies it in this order: `stop`, `copy`, `hparams`,
+    `start`. `copy` and `hparams` may name only members still running after the
+    stops: naming a member that the same decision stops is an error, as is a member
+    that is both copied into and copied from.
+
     Attributes:
       stop: members to stop now (running or still waiting to start).
       copy: target member -> source member: the target takes the source's
         parameters, optimizer state, model state, step and hyperparameters (both must
         be running, in the same static group). It keeps its own seed, so from the
         copied step on it trains on its own minibatch order and keys, as in PBT
-        (Jaderberg et al. 2017), and `SweepResult.seed` stays its own. Applied before
-        `hparams`.
+        (Jaderberg et al. 2017), and `SweepResult.seed` stays its own.
       hparams: member -> {name: value}: new values of dynamic hyperparameters.
       start: new configurations (a `Table` of the sweep's space, e.g. from
         `search.ask(n)`), each started with every seed once slots are free.
