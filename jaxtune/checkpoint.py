@@ -6,7 +6,8 @@ records, the member table, the strategy's and the sampler's state. It is written
 temporary file, fsynced and renamed over the previous one, so a crash at any moment
 leaves either the old checkpoint or the new one, never a torn file. A fingerprint of
 the sweep's arguments is stored with it; a checkpoint of a different sweep is refused,
-never mixed in.
+never mixed in, and so is a damaged one (truncated, altered, missing an entry): the
+error names the file, to be deleted or left for another `checkpoint_dir`.
 
 Why not orbax-checkpoint: measured with `bench/checkpoint_io.py` (see bench/README.md),
 a single-process sweep's state is a few host arrays that one `np.savez` writes
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -36,6 +39,8 @@ _KEPT = ("params", "model_state")  # what the runner keeps of each finished memb
 _FORMAT = "jaxtune.checkpoint"
 _VERSION = 2  # 2: finished members' model state beside their params
 _READABLE_VERSIONS = (1, 2)  # 1 resumes sweeps without model state
+_META = ("fingerprint", "round", "n_trials", "asked", "trained_member_steps", "groups", "tables",
+         "slices", "params_members", "strategy", "stream")  # what restore reads of `__meta__`
 
 
 class Checkpointer:
@@ -93,18 +98,12 @@ class Checkpointer:
         """Loads the checkpoint into `runner`; False when there is none yet."""
         if not os.path.exists(self.path):
             return False
-        with np.load(self.path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-        meta = json.loads(str(arrays.pop("__meta__")[()]))
-        if meta.get("format") != _FORMAT or meta.get("version") not in _READABLE_VERSIONS:
-            versions = " or ".join(map(str, _READABLE_VERSIONS))
-            raise ValueError(f"{self.path} is not a jaxtune sweep checkpoint of version "
-                             f"{versions}; remove it or choose another `checkpoint_dir`.")
+        arrays, meta = self._read()
         differing = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                            if meta["fingerprint"].get(k) != self.fingerprint.get(k))
         if differing:
-            shown = "; ".join(f"{k}: checkpoint {meta['fingerprint'].get(k)!r}, now "
-                              f"{self.fingerprint.get(k)!r}" for k in differing[:4])
+            shown = "; ".join(f"{k}: checkpoint {_short(meta['fingerprint'].get(k))}, now "
+                              f"{_short(self.fingerprint.get(k))}" for k in differing[:4])
             raise ValueError(
                 f"`checkpoint_dir` {self.directory!r} holds the checkpoint of a different sweep "
                 f"({shown}). Resume with the same arguments, or pass a new `checkpoint_dir`."
@@ -122,8 +121,9 @@ class Checkpointer:
             setattr(runner, name, arrays[name])
         runner.member_hparams = {name: arrays[f"hparam:{name}"] for name in runner.member_hparams}
         prefix = "record:"
-        runner.recorder.load_arrays({k[len(prefix):]: v for k, v in arrays.items()
-                                     if k.startswith(prefix)})
+        runner.recorder.load_arrays(_Arrays(
+            {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
+            self._damaged, prefix))
         from jaxtune.runner import Slice
 
         runner.slices = []
@@ -144,7 +144,7 @@ class Checkpointer:
             for name in _KEPT:
                 treedef = jax.tree_util.tree_structure(getattr(resolved, name))
                 keys = [f"{name}:{member}:{i}" for i in range(treedef.num_leaves)]
-                if any(key not in arrays for key in keys):
+                if meta["version"] < 2 and any(key not in arrays for key in keys):
                     raise ValueError(
                         f"{self.path} lacks the `{name}` of finished member {member} "
                         "(checkpoints before version 2 kept no model state); remove it or "
@@ -157,6 +157,61 @@ class Checkpointer:
 
             runner.stream = ConfigStream.from_state(runner.space, meta["stream"])
         return True
+
+    def _read(self) -> tuple[_Arrays, dict[str, Any]]:
+        """The checkpoint's arrays and metadata, refused whole if any part is damaged."""
+        with open(self.path, "rb") as file:  # an unreadable file: the OSError names it
+            magic = file.read(4)
+            file.seek(0)
+            if magic != b"PK\x03\x04":
+                raise self._damaged("it is empty" if not magic else "it is not an .npz archive")
+            try:
+                with np.load(file, allow_pickle=False) as data:
+                    arrays = {key: data[key] for key in data.files}
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
+                    zlib.error) as error:
+                reason = ("it holds pickled (object) data, which no checkpoint does"
+                          if "pickle" in str(error) else f"{type(error).__name__}: {error}")
+                raise self._damaged(reason) from error
+        if "__meta__" not in arrays:
+            raise self._damaged("it has no `__meta__` entry")
+        try:
+            meta = json.loads(str(arrays.pop("__meta__")[()]))
+        except ValueError as error:
+            raise self._damaged(f"its `__meta__` is not JSON: {error}") from error
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT \
+                or meta.get("version") not in _READABLE_VERSIONS:
+            versions = " or ".join(map(str, _READABLE_VERSIONS))
+            raise ValueError(f"{self.path} is not a jaxtune sweep checkpoint of version "
+                             f"{versions}; delete it or pass another `checkpoint_dir`.")
+        missing = [key for key in _META if key not in meta]
+        if missing:
+            raise self._damaged(f"its `__meta__` lacks {', '.join(map(repr, missing))}")
+        if not isinstance(meta["fingerprint"], dict):
+            raise self._damaged("its `__meta__` fingerprint is not a JSON object")
+        return _Arrays(arrays, self._damaged), meta
+
+    def _damaged(self, reason: str) -> ValueError:
+        return ValueError(f"the checkpoint {self.path} is damaged ({reason}); delete it to start "
+                          "the sweep afresh, or pass another `checkpoint_dir`.")
+
+
+class _Arrays(dict):
+    """A checkpoint's arrays by name; a missing one is a damaged checkpoint, named as such."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray],
+                 damaged: Callable[[str], ValueError], prefix: str = ""):
+        super().__init__(arrays)
+        self.damaged, self.prefix = damaged, prefix
+
+    def __missing__(self, key: str) -> np.ndarray:
+        raise self.damaged(f"it lacks the array {self.prefix + key!r}")
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    """`repr(value)`, cut to `limit` characters (a fingerprint of many leaves is long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _json_static(static: Mapping[str, Any]) -> dict[str, Any]:

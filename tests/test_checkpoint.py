@@ -6,6 +6,8 @@ writer killed outright leaves no temporary file for good.
 """
 
 import errno
+import io
+import json
 import os
 import re
 import subprocess
@@ -88,3 +90,57 @@ def test_temporary_files_of_killed_writers_are_removed_at_the_next_write(result,
     result.save(tmp_path / "x.npz")
     assert sorted(os.listdir(checkpoint)) == ["sweep.npz", kept[0].name]
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "x.npz", kept[1].name]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("checkpoint")
+    tiny_sweep(directory)
+    return (directory / "sweep.npz").read_bytes()
+
+
+def rewritten(change):
+    """A damage: the checkpoint's arrays, `change`d, written back as an .npz."""
+
+    def damage(data):
+        with np.load(io.BytesIO(data)) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        change(arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    return damage
+
+
+def flipped(data):
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+
+
+def without_fingerprint(arrays):
+    meta = json.loads(str(arrays["__meta__"]))
+    del meta["fingerprint"]
+    arrays["__meta__"] = np.asarray(json.dumps(meta))
+
+
+DAMAGES = {
+    "truncated": lambda data: data[:len(data) // 2],
+    "empty": lambda data: b"",
+    "random bytes": lambda data: np.random.default_rng(0).bytes(len(data)),
+    "flipped byte": flipped,
+    "meta not JSON": rewritten(lambda arrays: arrays.update(__meta__=np.asarray("{'round': 1"))),
+    "meta missing": rewritten(lambda arrays: arrays.pop("__meta__")),
+    "array missing": rewritten(lambda arrays: arrays.pop("status")),
+    "parameters missing": rewritten(lambda arrays: arrays.pop("params:0:0")),
+    "no fingerprint": rewritten(without_fingerprint),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_is_refused_naming_its_path(checkpoint_bytes, tmp_path, damage):
+    (tmp_path / "sweep.npz").write_bytes(DAMAGES[damage](checkpoint_bytes))
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint {tmp_path / 'sweep.npz'} is "
+                                                   "damaged") + ".*delete it") as caught:
+        tiny_sweep(tmp_path)
+    assert "allow_pickle" not in str(caught.value)
