@@ -12,11 +12,14 @@ generated from the docstrings of every name in `jaxtune.__all__`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import pathlib
 import re
 import shutil
 import sys
+
+import sphinx.util.inspect
 
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -29,16 +32,27 @@ author = "the jaxtune authors"
 copyright = "the jaxtune authors"
 release = version = jaxtune.__version__
 
+# Where the project lives. It has no public home yet: these two addresses are
+# placeholders (example.org is reserved for examples), and the pages that show them
+# say so; set them here when it is published.
+repository_url = "https://example.org/jaxtune.git"
+issues_url = "https://example.org/jaxtune/issues"
+
 extensions = [
     "myst_nb",                  # Markdown pages and executed notebooks (as optax and flax do)
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",   # the one-line summary table at the top of each API section
     "sphinx.ext.napoleon",      # the Google-style `Args:` / `Returns:` of the docstrings
+    "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",   # serves its pinned MathJax 3.2.2 from _static/: no CDN
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 
 # Markdown with `$...$` math; notebooks are shown as committed, never re-run.
-myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_enable_extensions = ["dollarmath", "colon_fence", "substitution"]
+myst_substitutions = {"repository_url": repository_url, "issues_url": issues_url}
 myst_heading_anchors = 3
 nb_execution_mode = "off"
 nb_merge_streams = True
@@ -46,16 +60,46 @@ nb_merge_streams = True
 # Docstrings write code names in single backticks, as in Markdown.
 default_role = "code"
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
-autodoc_default_options = {"show-inheritance": False}
+# Types go beside each argument's description, not into the signature; a signature
+# longer than a line shows one parameter per line.
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_typehints_description_target = "documented_params"
+autodoc_preserve_defaults = True
+python_display_short_literal_types = True
+maximum_signature_line_length = 88
+autosummary_generate = False
+# Aliases the modules annotate with, shown by name instead of expanded (jax's ArrayLike
+# is a union of eight types).
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike", "Schedule": "optax.Schedule"}
+# Sphinx 9 prints such an alias inside a union (`ArrayLike | None`) by its repr,
+# "TypeAliasForwardRef('jax.typing.ArrayLike')"; its name is what a reader needs.
+sphinx.util.inspect.TypeAliasForwardRef.__repr__ = lambda self: self.name
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True        # `Attributes:` as fields, not as duplicate object entries
 napoleon_use_rtype = False
 
+# The types of optax, JAX, NumPy and Optuna link to their documentation through
+# inventories committed in docs/_inventories/ (no network at build time);
+# docs/_inventories/make.py writes them again.
+intersphinx_mapping = {
+    name: (url, str(DOCS / "_inventories" / f"{name}.inv"))
+    for name, url in {
+        "optax": "https://optax.readthedocs.io/en/latest/",
+        "jax": "https://docs.jax.dev/en/latest/",
+        "numpy": "https://numpy.org/doc/stable/",
+        "optuna": "https://optuna.readthedocs.io/en/stable/",
+        "python": "https://docs.python.org/3/",
+    }.items()
+}
+
 html_theme = "sphinx_book_theme"
 html_title = "jaxtune"
-html_theme_options = {"show_toc_level": 2, "navigation_with_keys": False}
+html_theme_options = {
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+}
 exclude_patterns = ["_build", ".gitignore", "**.ipynb_checkpoints"]
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
@@ -73,9 +117,44 @@ def _escape_quoted_wildcards(app, what, name, obj, options, lines) -> None:
             lines[i] = _QUOTED_STAR.sub(r"\1\\*", line)
 
 
+def _factory_defaults(app, what, name, obj, options, signature, return_annotation):
+    """A dataclass field with `default_factory` shows as `=<factory>`; show the value the
+    factory makes instead (`{}`, `()`), which is what a reader needs to know."""
+    if signature and "<factory>" in signature and dataclasses.is_dataclass(obj):
+        for field in dataclasses.fields(obj):
+            if field.default_factory is not dataclasses.MISSING:
+                signature = signature.replace(
+                    f"{field.name}=<factory>", f"{field.name}={field.default_factory()!r}")
+    return signature, return_annotation
+
+
+# Where a type's documented name differs from the module Python reports for it.
+_PUBLIC_NAMES = {
+    "jax.jaxlib._jax.Array": "jax.Array",
+    "jaxlib._jax.Array": "jax.Array",
+    "jaxlib._jax.Device": "jax.Device",
+    "optax._src.base.GradientTransformation": "optax.GradientTransformation",
+    "optax._src.base.GradientTransformationExtraArgs": "optax.GradientTransformationExtraArgs",
+    "numpy.random._generator.Generator": "numpy.random.Generator",
+    "'jax.typing.ArrayLike'": "jax.typing.ArrayLike",
+    "'optax.Schedule'": "optax.Schedule",
+}
+
+
+def _public_name(app, env, node, contnode):
+    """Points a reference to a private module path at its public name, which the
+    inventories hold; intersphinx (which runs next) then resolves it."""
+    target = node.get("reftarget")
+    if target in _PUBLIC_NAMES:
+        node["reftarget"] = _PUBLIC_NAMES[target]
+    return None
+
+
 def setup(app) -> None:
     # Before napoleon (priority 500), which itself writes `*type*` emphasis.
     app.connect("autodoc-process-docstring", _escape_quoted_wildcards, priority=100)
+    app.connect("autodoc-process-signature", _factory_defaults)
+    app.connect("missing-reference", _public_name, priority=100)
 
 
 # --------------------------------------------------------------------------- notebooks
@@ -113,6 +192,7 @@ SECTIONS = {
     "jaxtune.devices": "Devices and compilation",
     "jaxtune.metrics": "Metrics",
     "jaxtune.data": "Data",
+    "jaxtune.stream": "Host data streams",
 }
 
 
@@ -167,7 +247,8 @@ def _write_api_pages() -> None:
         doc = inspect.getdoc(sys.modules.get(key)) if key in sys.modules else None
         if doc:
             lines += [f"From ``{key}``: {doc.splitlines()[0]}", ""]
-        lines += [".. currentmodule:: jaxtune", ""]
+        lines += [".. currentmodule:: jaxtune", "", ".. autosummary::", "   :nosignatures:", ""]
+        lines += [f"   {name}" for name in groups[key]] + [""]
         lines += [_directive(name, getattr(jaxtune, name)) for name in groups[key]]
         _write_if_changed(pages / f"{slug}.rst", "\n".join(lines) + "\n")
         wanted.add(f"{slug}.rst")
