@@ -46,7 +46,8 @@ INVENTORIES: dict[str, dict[str, tuple[str, str]]] = {
     "optuna": {
         "optuna.study.Study": ("py:class", "reference/generated/optuna.study.Study.html#$"),
         "optuna.trial.FrozenTrial": ("py:class", "reference/generated/optuna.trial.FrozenTrial.html#$"),
-        "optuna.samplers.BaseSampler": ("py:class", "reference/samplers/generated/optuna.samplers.BaseSampler.html#$"),
+        "optuna.samplers.BaseSampler": ("py:class",
+                                        "reference/samplers/generated/optuna.samplers.BaseSampler.html#$"),
         "optuna.pruners.BasePruner": ("py:class", "reference/generated/optuna.pruners.BasePruner.html#$"),
     },
     "python": {
