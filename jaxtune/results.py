@@ -55,8 +55,10 @@ from jaxtune._io import write_atomically
 __all__ = ["BestConfig", "SweepResult"]
 
 _FORMAT = "jaxtune.SweepResult"
-_FORMAT_VERSION = 3  # 2: `status`, `steps_trained`, params by structured key path; 3: model_state
-_READABLE_VERSIONS = (1, 2, 3)
+# 2: `status`, `steps_trained`, params by structured key path; 3: model_state;
+# 4: `member_params` and `member_model_state` (one tree per member, of any shape)
+_FORMAT_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 _MODES = ("min", "max")
 # Member statuses, best first: a trial's status is its worst seed's, and trials rank by
 # status before score.
@@ -144,6 +146,13 @@ class SweepResult:
         `model_state`, a pytree whose every leaf has leading axis N, or None. Sweeps keep
         it as they keep `params`: with ``keep_params=True``, once every member finished,
         when every static group's state has the same structure and shapes.
+      member_params: member -> its final parameters (no member axis), for the members
+        kept when `params` cannot hold them: static groups of different shapes (a swept
+        layer width), ``keep_params="best"`` or ``keep_params=k`` (only the best
+        configurations' members), or an interrupted sweep (the members finished so
+        far); None when `params` holds every member or nothing was kept. Read one
+        member with `params_of` whatever the field, the best with `best_params`.
+      member_model_state: member -> its final model state, beside `member_params`.
       timing: wall-clock figures, e.g. ``compile_s``, ``run_s``, ``total_s``,
         ``member_steps_per_s``.
       step_loss: float [N, steps], the per-step training loss when recorded, else None.
@@ -192,6 +201,8 @@ class SweepResult:
     hparam_history: dict[str, np.ndarray] | None = None
     lineage: np.ndarray | None = None
     model_state: Any = None
+    member_params: dict[int, Any] | None = None
+    member_model_state: dict[int, Any] | None = None
 
     # ------------------------------------------------------------------ validation
 
@@ -310,6 +321,16 @@ class SweepResult:
 
         _check_member_axis("params", self.params, n)
         _check_member_axis("model_state", self.model_state, n)
+        member_params = _member_trees("member_params", self.member_params, n)
+        member_model_state = _member_trees("member_model_state", self.member_model_state, n)
+        if member_params is not None and self.params is not None:
+            raise ValueError("pass `params` (every member, stacked) or `member_params` (one "
+                             "tree per kept member), not both.")
+        for member in member_model_state or {}:
+            if member not in (member_params or {}):
+                raise ValueError(f"`member_model_state` has member {member}, whose `params` "
+                                 "are not kept: keep a member's state beside its parameters "
+                                 "in `member_params`.")
 
         if not isinstance(self.timing, Mapping):
             raise TypeError(
@@ -340,6 +361,8 @@ class SweepResult:
         put("steps_trained", steps_trained)
         put("hparam_history", hparam_history)
         put("lineage", lineage)
+        put("member_params", member_params)
+        put("member_model_state", member_model_state)
 
     # ------------------------------------------------------------------ sizes
 
@@ -502,6 +525,62 @@ class SweepResult:
             std=float(stats.std[best]),
             values=stats.final[members],
         )
+
+    # ------------------------------------------------------------------ kept parameters
+
+    @property
+    def best_member(self) -> int:
+        """The best trial's (`best`) member with the best final metric; ties: the lowest seed."""
+        best = self.best
+        members = np.flatnonzero(self.trial == best.trial)
+        members = members[np.argsort(self.seed[members], kind="stable")]
+        values = best.values if self.mode == "min" else -best.values
+        return int(members[np.argmin(values)])
+
+    @property
+    def best_params(self) -> Any:
+        """The final parameters of `best_member`, whatever its static group."""
+        return self.params_of(self.best_member)
+
+    def params_of(self, member: int) -> Any:
+        """One member's final parameters (no member axis), from `params` or `member_params`.
+
+        Raises:
+          ValueError: if `member` is out of range, or its parameters were not kept
+            (the message says which members' were, and how to keep them).
+        """
+        return self._kept("params", member)
+
+    def model_state_of(self, member: int) -> Any:
+        """One member's final model state (no member axis); None for a model without state."""
+        return self._kept("model_state", member)
+
+    def _kept(self, name: str, member: int) -> Any:
+        if isinstance(member, bool) or not isinstance(member, (int, np.integer)):
+            raise TypeError(f"`member` must be an int (a row of the result), got {member!r}.")
+        if not 0 <= member < self.n_members:
+            raise ValueError(f"`member` must be one of the {self.n_members} members "
+                             f"(0..{self.n_members - 1}), got member={member}.")
+        member = int(member)
+        if self.params is not None:
+            stacked = getattr(self, name)
+            return None if stacked is None else jax.tree_util.tree_map(lambda a: a[member],
+                                                                       stacked)
+        kept = self.member_params or {}
+        if member in kept:
+            return kept[member] if name == "params" else (self.member_model_state or {}).get(
+                member)
+        if not kept:
+            raise ValueError(
+                f"member {member}'s final `{name}` were not kept: this result holds no "
+                "parameters (the sweep ran with keep_params=False, or was interrupted before "
+                "any member finished); run it with keep_params=True, or keep_params='best'.")
+        shown = ", ".join(map(str, sorted(kept)[:20])) + (", ..." if len(kept) > 20 else "")
+        raise ValueError(
+            f"member {member}'s final `{name}` were not kept; this result keeps those of "
+            f"members {shown} (keep_params='best' or keep_params=k keeps only the best "
+            "configurations' members; an interrupted sweep only the finished ones). Sweep "
+            "with a larger k, or keep_params=True, to keep it.")
 
     # ------------------------------------------------------------------ export
 
@@ -805,6 +884,9 @@ class SweepResult:
             "metrics": metrics_meta,
             "params": _store_tree("params", self.params, "param_", arrays),
             "model_state": _store_tree("model_state", self.model_state, "model_state_", arrays),
+            "member_params": _store_members("member_params", self.member_params, arrays),
+            "member_model_state": _store_members("member_model_state", self.member_model_state,
+                                                 arrays),
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
         write_atomically(os.fspath(path), lambda file: np.savez_compressed(file, **arrays))
@@ -883,9 +965,13 @@ class SweepResult:
             params = _load_tree("params", meta["params"], array, version, problem)
             model_state = _load_tree("model_state", meta["model_state"] if version >= 3
                                      else None, array, version, problem)
+            member_params, member_model_state = (
+                _load_members(key, meta[key] if version >= 4 else None, array, version, problem)
+                for key in ("member_params", "member_model_state"))
             fields = {
                 "hparams": hparams, "metrics": metrics, "params": params,
-                "model_state": model_state,
+                "model_state": model_state, "member_params": member_params,
+                "member_model_state": member_model_state,
                 "metric": meta["metric"], "mode": meta["mode"], "timing": meta["timing"],
                 "step_loss": arrays.get("step_loss"),
                 "lineage": arrays.get("lineage"),
@@ -1323,6 +1409,42 @@ def _store_tree(name: str, tree: Any, prefix: str, arrays: dict[str, np.ndarray]
         entries.append({"path": _path_entries(key_path), "key": f"{prefix}{i}",
                         "dtype": str(leaf.dtype)})
     return entries
+
+
+def _member_trees(name: str, trees: Any, n: int) -> dict[int, Any] | None:
+    """`member_params` or `member_model_state` checked: {member: tree}, by member; None if
+    empty or every tree is None (a model without state)."""
+    if trees is None:
+        return None
+    if not isinstance(trees, Mapping):
+        raise TypeError(f"`{name}` must be a dict member -> tree (one member's final "
+                        f"parameters, no member axis), got {type(trees).__name__}.")
+    out = {}
+    for member in sorted(trees, key=lambda m: (not isinstance(m, (int, np.integer)), str(m))):
+        if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or not (
+                0 <= member < n):
+            raise ValueError(f"`{name}` has key {member!r}; keys are members 0..{n - 1}.")
+        out[int(member)] = trees[member]
+    return out if any(tree is not None for tree in out.values()) else None
+
+
+def _store_members(name: str, trees: dict[int, Any] | None, arrays: dict[str, np.ndarray]
+                   ) -> list | None:
+    """`_store_tree` for each member's tree: [{"member": m, "leaves": entries}, ...]."""
+    if trees is None:
+        return None
+    return [{"member": member, "leaves": _store_tree(f"{name}[{member}]", tree,
+                                                     f"{name}_{member}_", arrays)}
+            for member, tree in trees.items()]
+
+
+def _load_members(name: str, entries: list | None, array: Any, version: int, problem: str
+                  ) -> dict[int, Any] | None:
+    """The {member: tree} that `_store_members` saved as `entries`."""
+    if entries is None:
+        return None
+    return {entry["member"]: _load_tree(name, entry["leaves"], array, version, problem)
+            for entry in entries}
 
 
 def _load_tree(name: str, entries: list | None, array: Any, version: int, problem: str) -> Any:

@@ -736,8 +736,7 @@ class Runner:
             diverged_step=np.where(self.status == DIVERGED, self.diverged_step, -1),
             metric=self.metric,
             mode=self.mode,
-            params=self._stacked(self.params),
-            model_state=self._stacked(self.model_state),
+            **self._kept_trees(),
             timing=timing,
             step_loss=recorder.step_loss,
             status=status,
@@ -745,6 +744,19 @@ class Runner:
             hparam_history={k: v.copy() for k, v in recorder.hparam_history.items()},
             lineage=np.asarray(recorder.lineage, np.int64).reshape(-1, 3),
         )
+
+    def _kept_trees(self) -> dict[str, Any]:
+        """The kept parameters and model state, as the result's fields.
+
+        Stacked into `params` and `model_state` when every member was kept with trees of
+        one shape; else one tree per kept member (`member_params`, `member_model_state`).
+        """
+        params, model_state = self._stacked(self.params), self._stacked(self.model_state)
+        stateless = all(tree is None for tree in self.model_state.values())
+        if params is not None and (model_state is not None or stateless):
+            return {"params": params, "model_state": model_state}
+        return {"member_params": dict(self.params) or None,
+                "member_model_state": dict(self.model_state) or None}
 
     def _stacked(self, kept: Mapping[int, Any]) -> Any:
         """Every member's kept tree (`params` or `model_state`) as one pytree [N, ...], or None.

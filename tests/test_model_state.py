@@ -256,6 +256,11 @@ def test_resumed_sweep_returns_the_model_state_of_members_finished_before(tmp_pa
     finished = int(np.sum(partial.status == "completed"))
     assert 0 < finished < partial.n_members  # the checkpoint holds finished members' state
     assert partial.model_state is None and partial.params is None  # not every member finished
+    done = np.flatnonzero(partial.status == "completed")
+    assert sorted(partial.member_params) == done.tolist()  # yet the finished ones are there
+    for member in done:
+        chex.assert_trees_all_close(partial.model_state_of(member), jax.tree_util.tree_map(
+            lambda a, m=member: a[m], uninterrupted.model_state), rtol=0, atol=1e-6)
     as_version_1(tmp_path / "sweep.npz", tmp_path / "v1")
     with pytest.raises(ValueError, match="lacks the `model_state` of finished member"):
         running_mean_sweep(InterruptAt(0), checkpoint_dir=tmp_path / "v1")

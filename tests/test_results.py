@@ -558,7 +558,7 @@ def test_load_bad_metadata(tmp_path):
         SweepResult.load(path)
     meta = json.loads(str(arrays["__meta__"]))
     write_npz(path, **{**arrays, "__meta__": np.array(json.dumps({**meta, "version": 99}))})
-    message = "holds SweepResult format version 99, this jaxtune reads versions 1, 2, 3"
+    message = "holds SweepResult format version 99, this jaxtune reads versions 1, 2, 3, 4"
     with pytest.raises(ValueError, match=message):
         SweepResult.load(path)
     del meta["hparams"]
@@ -1136,3 +1136,126 @@ def test_save_past_the_file_size_limit_keeps_the_previous_file(tmp_path):
     assert done.stdout.strip() == f"failed: {errno.EFBIG}", done.stderr
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.npz"]
+
+
+# ---------------------------------------------------------------------- one member's params
+
+
+def test_params_of_and_best_params_read_one_member_of_the_stacked_params():
+    params = {"w": np.arange(12.0).reshape(6, 2)}
+    result = make(params=params, model_state={"mean": -np.arange(6.0)})
+    np.testing.assert_array_equal(result.params_of(3)["w"], [6.0, 7.0])
+    assert result.model_state_of(3)["mean"] == -3.0
+    # trial 0 is the best; its seed 0 (final loss 0.5) beats seed 1 (0.7)
+    assert result.best_member == 0
+    np.testing.assert_array_equal(result.best_params["w"], [0.0, 1.0])
+    accuracy = make(metric="accuracy", mode="max", params=params)
+    assert accuracy.best_member == 3  # trial 1 (mean 0.985), its seed 1 (0.99)
+    assert make(params=params).model_state_of(3) is None  # a model without state
+
+
+def per_member_trees():
+    """Members 0, 2 and 5 kept, of two shapes (a swept width), with model state."""
+    params = {0: {"w": np.ones((1, 2), np.float32)}, 2: {"w": np.zeros((1, 3), np.float32)},
+              5: {"w": np.full((1, 3), 5.0, np.float32)}}
+    model_state = {m: {"count": np.int32(m)} for m in params}
+    return params, model_state
+
+
+def test_member_params_save_and_load(tmp_path):
+    params, model_state = per_member_trees()
+    result = make(member_params=params, member_model_state=model_state)
+    assert result.params is None
+    assert result.params_of(2)["w"].shape == (1, 3)
+    result.save(tmp_path / "once.npz")
+    once = SweepResult.load(tmp_path / "once.npz")
+    once.save(tmp_path / "twice.npz")
+    twice = SweepResult.load(tmp_path / "twice.npz")
+    for loaded in (once, twice):
+        assert sorted(loaded.member_params) == [0, 2, 5]
+        for member in (0, 2, 5):
+            np.testing.assert_array_equal(loaded.params_of(member)["w"], params[member]["w"],
+                                          strict=True)
+            assert loaded.model_state_of(member)["count"] == member
+    np.testing.assert_array_equal(once.best_params["w"], params[0]["w"])
+
+
+def test_params_of_a_member_not_kept_says_which_were():
+    params, _ = per_member_trees()
+    result = make(member_params=params)
+    with pytest.raises(ValueError, match=r"member 1's final `params` were not kept; this "
+                                         r"result keeps those of members 0, 2, 5"):
+        result.params_of(1)
+    with pytest.raises(ValueError, match="holds no parameters.*keep_params=True"):
+        _ = make().best_params
+    with pytest.raises(ValueError, match=r"`member` must be one of the 6 members \(0..5\), "
+                                         "got member=6"):
+        result.params_of(6)
+    with pytest.raises(TypeError, match="`member` must be an int"):
+        result.params_of("2")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(member_params={6: {"w": np.ones(2)}}), r"`member_params` has key 6; keys are members "
+                                                  r"0..5"),
+    (dict(member_params=[np.ones(2)]), "`member_params` must be a dict member -> tree"),
+    (dict(member_params={0: {"w": np.ones(2)}}, params={"w": np.ones((6, 2))}),
+     r"pass `params` \(every member, stacked\) or `member_params` \(one tree per kept "
+     r"member\), not both"),
+    (dict(member_model_state={3: {"n": np.ones(2)}}, member_params={0: {"w": np.ones(2)}}),
+     r"`member_model_state` has member 3, whose `params` are not kept"),
+])
+def test_member_params_validation(overrides, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make(**overrides)
+
+
+def test_load_version_3_has_no_member_params(tmp_path):
+    """A file as jaxtune wrote it before format version 4: no per-member params."""
+    path = tmp_path / "v3.npz"
+    params = {"w": np.arange(12.0).reshape(6, 2)}
+    make(params=params).save(path)
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    for key in ("member_params", "member_model_state"):
+        del meta[key]
+    write_npz(path, __meta__=np.array(json.dumps({**meta, "version": 3})), **arrays)
+    loaded = SweepResult.load(path)
+    assert loaded.member_params is None
+    np.testing.assert_array_equal(loaded.params_of(4)["w"], [8.0, 9.0])
+
+
+def test_a_swept_width_keeps_every_members_params(tmp_path):
+    import optax
+
+    import jaxtune as jt
+
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    data = (x, np.sin(3 * x))
+
+    def init(key, width):
+        return {"w1": 0.5 * jax.random.normal(key, (1, width)), "w2": jnp.zeros((width, 1))}
+
+    def loss(params, batch):
+        return jnp.mean((jnp.tanh(batch[0] @ params["w1"]) @ params["w2"] - batch[1]) ** 2)
+
+    space = jt.Space(learning_rate=jt.choice([0.03, 0.1]), width=jt.choice([2, 3], static=True))
+
+    def run(**kwargs):
+        return jt.sweep(loss, init, lambda learning_rate: optax.adam(learning_rate), space,
+                        data=data, batch_size=8, steps=10, progress=False,
+                        devices=jax.devices()[:1], **kwargs)
+
+    result = run()
+    assert result.params is None and sorted(result.member_params) == [0, 1, 2, 3]
+    for member in range(4):
+        assert result.params_of(member)["w2"].shape == (result.hparams["width"][member], 1)
+    best = result.best_member
+    alone = run(configs=[{name: result.hparams[name][best] for name in space.names}])
+    for name in ("w1", "w2"):
+        np.testing.assert_allclose(result.best_params[name], alone.params[name][0],
+                                   rtol=1e-5, atol=1e-6)
+    result.save(tmp_path / "widths.npz")
+    loaded = SweepResult.load(tmp_path / "widths.npz")
+    np.testing.assert_array_equal(loaded.best_params["w1"], result.best_params["w1"])
