@@ -312,15 +312,22 @@ def check_numeric_leaf(name: str, path: Any, leaf: Any) -> None:
 
 
 def check_finite_leaves(name: str, tree: Any) -> None:
-    """Raises ValueError naming the first floating leaf of `tree` holding a NaN or inf."""
+    """Raises ValueError naming the first floating array of `tree` holding a NaN or inf.
+
+    Only arrays are checked: other leaves (an Equinox max-pool's Python float `-inf`)
+    are held as they are, never trained or carried per member.
+    """
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not _is_array(leaf):
+            continue
         array = np.asarray(leaf)
         if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
             bad = int(np.size(array) - np.isfinite(array).sum())
+            fix = ("fix how that leaf is initialized" if name == "init_params" else
+                   f"clean the {name} first (e.g. `np.nan_to_num`, or drop those rows)")
             raise ValueError(
                 f"`{name}` leaf {_path(path, name)} holds {bad} non-finite value(s) (NaN or "
-                f"inf); clean the {name} first (e.g. `np.nan_to_num`, or drop those rows): "
-                "every member would diverge on them."
+                f"inf); {fix}: every member would diverge on them."
             )
 
 

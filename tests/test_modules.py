@@ -36,6 +36,51 @@ def test_an_unmodified_equinox_mlp_sweeps():
     np.testing.assert_allclose(loss_fn(trained, (X, Y)), final[1], rtol=0.5)
 
 
+class PooledConv(eqx.Module):
+    conv: eqx.nn.Conv2d
+    pool: eqx.nn.MaxPool2d  # holds its init value as the Python float -inf
+    linear: eqx.nn.Linear
+
+    def __init__(self, key):
+        conv_key, linear_key = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 2, kernel_size=2, key=conv_key)
+        self.pool = eqx.nn.MaxPool2d(kernel_size=2)
+        self.linear = eqx.nn.Linear(2, 1, key=linear_key)
+
+    def __call__(self, x):
+        return self.linear(self.pool(self.conv(x)).reshape(-1))
+
+
+def test_an_equinox_model_with_max_pooling_sweeps():
+    # The pool's -inf is a non-array leaf held by the trainer, never trained or carried:
+    # it is no reason to refuse the model as holding non-finite parameters.
+    model = PooledConv(jax.random.key(0))
+    images = RNG.normal(size=(32, 1, 3, 3)).astype(np.float32)
+    targets = images.mean(axis=(1, 2, 3))[:, None]
+
+    def loss_fn(model, batch):
+        x, y = batch
+        return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+    result = jt.sweep(loss_fn, model, adamw, jt.Space(learning_rate=jt.choice([1e-3, 1e-2])),
+                      data=(images, targets), batch_size=8, steps=4, progress=False)
+    assert np.all(np.isfinite(result.train_loss))
+    assert result.params.pool.init is None  # a non-array leaf: not among the parameters
+
+
+def test_a_nan_inside_a_trained_array_is_still_refused():
+    model = eqx.tree_at(lambda m: m.linear.bias, PooledConv(jax.random.key(0)),
+                        jnp.array([jnp.nan]))
+
+    def loss_fn(model, batch):
+        return jnp.mean((jax.vmap(model)(batch[0]) - batch[1]) ** 2)
+
+    with pytest.raises(ValueError, match=r"`init_params` leaf init_params\.linear\.bias holds 1 "
+                                         r"non-finite"):
+        jt.sweep(loss_fn, model, adamw, jt.Space(learning_rate=jt.choice([1e-3])),
+                 data=(X, Y), batch_size=8, steps=4, progress=False)
+
+
 def test_integer_leaves_are_carried_unchanged_and_never_decayed():
     params = {"w": jnp.ones((3, 1)), "calls": jnp.array(7, jnp.int32)}
 
