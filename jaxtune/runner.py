@@ -39,7 +39,7 @@ from jaxtune.distributed import any_process, gather, is_main_process, place
 from jaxtune.population import PopulationState, Trainer
 from jaxtune.recorder import Recorder
 from jaxtune.results import SweepResult
-from jaxtune.space import ConfigStream, Space, Table
+from jaxtune.space import ConfigStream, LogUniform, Space, Table
 from jaxtune.strategies.base import Decision, Report, Strategy
 
 WAITING, RUNNING, COMPLETED, STOPPED, DIVERGED = range(5)
@@ -541,8 +541,41 @@ class Runner:
                     raise ValueError(
                         f"{self.strategy!r}: Decision.hparams sets {name!r}, which is not a "
                         f"dynamic dimension ({', '.join(self.member_hparams) or 'none'}).")
-            checked.append((member, dict(values)))
+            checked.append((member, {name: self._decided_value(member, name, value)
+                                     for name, value in values.items()}))
         return checked
+
+    def _decided_value(self, member: int, name: str, value: Any) -> int | float:
+        """A decided value of dimension `name`, checked: a number of the dimension's type
+        (a whole number for an integer dimension), positive on a log scale.
+
+        Values outside the dimension's bounds are allowed (a decay may go below them).
+        """
+        dimension = self.space[name]
+        where = f"{self.strategy!r}: Decision.hparams[{member}][{name!r}]"
+        array = np.asarray(value) if not isinstance(value, str | bytes) else None
+        if array is None or array.ndim != 0 or array.dtype.kind not in "iuf":
+            raise TypeError(f"{where} must be a number, got {type(value).__name__} "
+                            f"{value!r:.60}.")
+        number = array.item()
+        if not math.isfinite(number):
+            raise ValueError(f"{where} must be finite, got {number!r}.")
+        if np.dtype(dimension.dtype).kind == "i":
+            if not float(number).is_integer():
+                raise ValueError(f"{where} must be a whole number for {dimension!r}, got "
+                                 f"{number!r}; round it, e.g. round(value).")
+            number = int(number)
+            bounds = np.iinfo(np.int32)
+            if not bounds.min <= number <= bounds.max:
+                raise ValueError(f"{where} must fit in int32, got {number}.")
+            return number
+        number = float(number)
+        if abs(number) > float(np.finfo(np.float32).max):
+            raise ValueError(f"{where} must fit in float32 (at most 3.4e38), got {number!r}.")
+        if isinstance(dimension, LogUniform) and not np.float32(number) > 0:
+            raise ValueError(f"{where} must be positive on the log scale of {dimension!r}, got "
+                             f"{number!r}; multiply the current value by a factor to move it.")
+        return number
 
     def _copy(self, pairs: Sequence[tuple[int, int]], where: dict) -> None:
         by_pair: dict[tuple[int, int], list[tuple[int, int]]] = {}

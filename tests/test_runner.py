@@ -80,7 +80,8 @@ def run_sweep(**kwargs):
                    progress=False, devices=ONE_DEVICE, eval_data=DATA, seed=1)
     options.update(kwargs)
     space = options.pop("space", jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)))
-    return jt.sweep(aux_loss, init_fn, make_adam, space, **options)
+    make_optimizer = options.pop("make_optimizer", make_adam)
+    return jt.sweep(aux_loss, init_fn, make_optimizer, space, **options)
 
 
 def assert_results_identical(a, b):
@@ -212,6 +213,43 @@ def test_a_decision_naming_a_member_it_stops_or_chaining_copies_is_refused(decis
     with pytest.raises(error, match=message):
         run_sweep(strategy=CopyAtFirstRecord(**decision), members_per_slice=2,
                   members_in_flight=2)
+
+
+def make_adam_scaled(learning_rate, halvings):
+    return optax.adam(learning_rate / 2.0**halvings)
+
+
+SCALED = jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1), halvings=jt.randint(0, 4))
+
+
+@pytest.mark.parametrize("values, error, message", [
+    ({"learning_rate": -0.1}, ValueError,
+     r"Decision.hparams\[0\]\['learning_rate'\] must be positive on the log scale of "
+     r"loguniform\(0.001, 0.1\), got -0.1"),
+    ({"halvings": 2.7}, ValueError,
+     r"Decision.hparams\[0\]\['halvings'\] must be a whole number for randint\(0, 4\), got "
+     r"2.7; round it"),
+    ({"halvings": 2**40}, ValueError, r"\['halvings'\] must fit in int32"),
+    ({"learning_rate": "fast"}, TypeError,
+     r"Decision.hparams\[0\]\['learning_rate'\] must be a number, got str 'fast'"),
+    ({"learning_rate": True}, TypeError, r"must be a number, got bool True"),
+    ({"learning_rate": np.ones(2)}, TypeError, r"must be a number, got ndarray"),
+    ({"learning_rate": float("nan")}, ValueError, r"\['learning_rate'\] must be finite, got nan"),
+    ({"learning_rate": 1e39}, ValueError, r"\['learning_rate'\] must fit in float32"),
+])
+def test_decided_hyperparameters_are_checked_naming_member_and_name(values, error, message):
+    with pytest.raises(error, match=message):
+        run_sweep(strategy=CopyAtFirstRecord(hparams={0: values}), space=SCALED,
+                  make_optimizer=make_adam_scaled)
+
+
+def test_decided_hyperparameters_may_leave_the_space_but_keep_their_type():
+    # Outside the bounds is allowed (a decay below the range); an integral float is an int.
+    decided = {"learning_rate": 0.5, "halvings": np.float32(7.0)}
+    result = run_sweep(strategy=CopyAtFirstRecord(hparams={0: decided}), space=SCALED,
+                       make_optimizer=make_adam_scaled)
+    assert result.hparam_history["learning_rate"][0, 1] == np.float32(0.5)
+    assert result.hparam_history["halvings"][0, 1] == 7
 
 
 InterruptAt = interrupting(jt.Strategy)  # a plain sweep that the user stops at decision k

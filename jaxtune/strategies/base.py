@@ -71,7 +71,10 @@ class Decision:
         be running, in the same static group). It keeps its own seed, so from the
         copied step on it trains on its own minibatch order and keys, as in PBT
         (Jaderberg et al. 2017), and `SweepResult.seed` stays its own.
-      hparams: member -> {name: value}: new values of dynamic hyperparameters.
+      hparams: member -> {name: value}: new values of dynamic hyperparameters. Each
+        is a number of its dimension's type (a whole number for an integer one,
+        positive on a log scale); it may lie outside the dimension's bounds (a decay
+        may take a learning rate below them).
       start: new configurations (a `Table` of the sweep's space, e.g. from
         `search.ask(n)`), each started with every seed once slots are free.
     """
