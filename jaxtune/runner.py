@@ -675,7 +675,11 @@ class Runner:
                         break
                     before = self.trained_member_steps
                     report = self.train_round()
-                    self.apply(self.strategy.decide(self.search, report))
+                    try:
+                        self.apply(self.strategy.decide(self.search, report))
+                    except Exception as error:  # the strategy's, or its decision refused
+                        self._attach_result(error, start)
+                        raise
                     self.repack()
                     self._release_batches()
                     self.round += 1
@@ -699,6 +703,23 @@ class Runner:
         if self.checkpoint is not None:
             self.checkpoint.save(self)
         return result
+
+    def _attach_result(self, error: Exception, start: float) -> None:
+        """Gives `error` the partial result as `.result`, as `SweepInterrupted` carries it.
+
+        The exception still reaches the caller as itself (`except` on its type works);
+        without `checkpoint_dir` the records would otherwise be lost with it.
+        """
+        try:
+            error.result = self.result(time.perf_counter() - start)  # type: ignore[attr-defined]
+        except Exception as failure:  # never hide the strategy's error behind another
+            error.add_note(f"jaxtune: the partial result could not be attached: {failure!r}")
+            return
+        error.add_note(
+            "jaxtune: the sweep stopped at this record point; the exception's `.result` holds "
+            "the records so far (members still training have status 'running')" + (
+                "; with the strategy fixed, `sweep` with the same arguments resumes from the "
+                "last checkpoint" if self.checkpoint is not None else "") + ".")
 
     def _release_batches(self) -> None:
         """Lets a stream of batches forget the steps no member will train again."""

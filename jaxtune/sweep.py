@@ -142,7 +142,9 @@ def sweep(
         the name does not tell).
       strategy: a `jt.Strategy` deciding at every record point (stop, copy, start
         new configurations), e.g. `jt.MedianStopping()`; default: train every
-        configuration to the full budget.
+        configuration to the full budget. An exception the strategy raises (or a
+        `Decision` refused) reaches the caller as itself, with the partial
+        `SweepResult` as its `.result`, as `jt.SweepInterrupted` carries it.
       members_per_slice: static; members trained by one compiled call (default: all
         of them on accelerators, as memory allows; 16 per device on CPU). A
         member's result does not depend on it up to floating-point reassociation

@@ -268,6 +268,48 @@ def test_ctrl_c_returns_the_partial_result_and_the_checkpoint_resumes(tmp_path):
     assert_results_identical(resumed, uninterrupted)
 
 
+class FailsAt(jt.Strategy):
+    """A plain sweep whose strategy raises a `LookupError` at its decision `at`."""
+
+    def __init__(self, at):
+        self.at, self.seen = at, 0
+
+    def decide(self, search, report):
+        self.seen += 1
+        if self.seen == self.at:
+            raise LookupError("the strategy's own bug")
+        return jt.Decision()
+
+
+def test_a_failing_strategy_raises_its_own_exception_with_the_partial_result():
+    uninterrupted = run_sweep()
+    with pytest.raises(LookupError, match="the strategy's own bug") as caught:
+        run_sweep(strategy=FailsAt(2))  # no checkpoint_dir: the result is all there is
+    partial = caught.value.result
+    assert (partial.status == "running").all() and (partial.steps_trained == 8).all()
+    np.testing.assert_array_equal(partial.train_loss[:, :2], uninterrupted.train_loss[:, :2])
+    assert np.isnan(partial.train_loss[:, 2]).all()
+    assert any("`.result` holds the records so far" in note for note in caught.value.__notes__)
+
+
+def test_a_strategy_fixed_after_it_failed_resumes_from_the_checkpoint(tmp_path):
+    with pytest.raises(LookupError) as caught:
+        run_sweep(strategy=FailsAt(2), checkpoint_dir=tmp_path)
+    assert any("resumes from the last checkpoint" in note for note in caught.value.__notes__)
+    resumed = run_sweep(strategy=FailsAt(0), checkpoint_dir=tmp_path)
+    assert_results_identical(resumed, run_sweep())
+
+
+def test_a_refused_decision_changes_nothing_and_carries_the_partial_result():
+    # Member 0 stopped and copied into by one Decision: refused whole, so member 0 keeps
+    # its own 4 steps (not its source's) and no lineage row is written.
+    with pytest.raises(ValueError, match="member 0 is stopped by the same Decision") as caught:
+        run_sweep(strategy=CopyAtFirstRecord(stop=[0], copy={0: 1}))
+    partial = caught.value.result
+    np.testing.assert_array_equal(partial.steps_trained, [4] * 6)
+    assert (partial.status == "running").all() and partial.lineage.shape == (0, 3)
+
+
 def test_checkpoint_of_another_sweep_is_refused(tmp_path):
     run_sweep(checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="holds the checkpoint of a different sweep.*steps"):

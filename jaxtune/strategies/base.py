@@ -114,7 +114,11 @@ class Strategy:
         return search.configurations
 
     def decide(self, search: Search, report: Report) -> Decision:
-        """The decision at a record point (default: continue)."""
+        """The decision at a record point (default: continue).
+
+        An exception raised here (or a decision the runner refuses) reaches the caller
+        of `sweep` as itself, with the partial `SweepResult` as its `.result`.
+        """
         return CONTINUE
 
     def state_dict(self) -> dict[str, Any]:
