@@ -26,6 +26,7 @@ processes, every process reads a stream that yields the same batches.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import math
 import threading
@@ -97,7 +98,7 @@ class HostStream:
         self._read = 0  # batches taken from the iterator
         self._failed: Exception | None = None  # what the iterator raised, if it did
         self._lock = threading.Lock()  # the iterator and the host batches
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxtune-data")
+        self._closed = False  # no more reading ahead
         self._ahead: tuple[tuple, concurrent.futures.Future] | None = None
         self._window: tuple[tuple, Any] | None = None  # the last chunk served
         first = self._next()
@@ -211,9 +212,9 @@ class HostStream:
         if not sharding.is_fully_addressable:  # see `_build`
             chunk = place(chunk, sharding)
         self._window = (key, chunk)
-        if self.prefetch:  # best effort: a failure shows when the chunk is really asked for
-            following = (tuple(s + length for s in key[0]), length, sharding)
-            self._ahead = (following, self._pool.submit(self._build, *following))
+        if self.prefetch and not self._closed:  # best effort: a failure shows when the chunk
+            following = (tuple(s + length for s in key[0]), length, sharding)  # is asked for
+            self._ahead = (following, _in_background(self._build, *following))
         return chunk
 
     def _build(self, starts: tuple[int, ...], length: int, sharding: jax.sharding.Sharding
@@ -231,7 +232,8 @@ class HostStream:
             stacked = [np.stack(leaves) for leaves in zip(*rows)]
         host = jax.tree_util.tree_unflatten(self.treedef, stacked)
         if sharding.is_fully_addressable:  # transferred here, off the main thread
-            return place(host, sharding)
+            with _TRANSFERRING:
+                return place(host, sharding)
         # Over many processes, placing takes part in collectives, which must come in the
         # same order in every process: the main thread places it.
         return host
@@ -246,13 +248,50 @@ class HostStream:
             self._first = below  # when resuming, reading drops the batches below
 
     def close(self) -> None:
-        """Stops the background reader."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stops reading ahead, without waiting for a read in progress to finish.
+
+        A pipeline that hangs must not hold the process: after Ctrl-C, `sweep` closes its
+        stream and the exception goes on; the reader, a daemon thread, ends with the
+        process. Batches are read only when asked for after this.
+        """
+        self._closed = True
+        if self._ahead is not None:
+            self._ahead[1].cancel()  # if it has not started
+            self._ahead = None
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{name}: {list(shape)} {dtype}" for name, (shape, dtype)
                            in zip(self.paths, self.spec))
         return f"HostStream({shapes})"
+
+
+# Held while a chunk is transferred. The reader is a daemon thread, which the exit does not
+# wait for; but one that comes back from JAX's C++ code while JAX tears its backends down
+# aborts the process ("terminate called ...": a daemon thread left waiting on a device array
+# did, 8 runs in 8). The exit takes this lock and keeps it, so a transfer in progress
+# finishes first and none starts; a reader waiting on the user's iterator is not waited for.
+_TRANSFERRING = threading.Lock()
+atexit.register(_TRANSFERRING.acquire)  # after `import jax`: runs before JAX's clean-up
+
+
+def _in_background(function: Any, *args: Any) -> concurrent.futures.Future:
+    """`function(*args)`, run in a new daemon thread.
+
+    Not a `ThreadPoolExecutor`: the interpreter joins its threads at exit, so a generator
+    that hangs kept the process alive after a second Ctrl-C. A thread per chunk costs tens
+    of microseconds, next to a chunk of batches read and transferred.
+    """
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(function(*args))
+            except BaseException as error:  # the caller sees it, as with an executor
+                future.set_exception(error)
+
+    threading.Thread(target=run, name="jaxtune-data", daemon=True).start()
+    return future
 
 
 def _name(path: Any) -> str:

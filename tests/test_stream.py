@@ -1,5 +1,8 @@
 """`data` as an iterable of batches: batch k feeds step k of every member."""
 
+import signal
+import subprocess
+import sys
 import time
 
 import jax
@@ -245,3 +248,47 @@ def test_an_error_in_the_pipeline_reaches_the_caller_as_it_is():
 
     with pytest.raises(OSError, match="disk gone at batch 15"):  # not "the iterator ended"
         stream_sweep(failing(), members_in_flight=6)
+
+
+STALLED_SWEEP = """
+import threading
+import jax.numpy as jnp, numpy as np, optax
+import jaxtune as jt
+
+x = np.ones((8, 5), np.float32)
+
+def stalled():
+    for _ in range(25):
+        yield x, x[:, :1]
+    print("stalled", flush=True)
+    threading.Event().wait()  # a pipeline that hangs: a dead worker, a lost network mount
+
+loss = lambda w, batch: jnp.mean((batch[0] @ w - batch[1]) ** 2)
+jt.sweep(loss, jnp.zeros((5, 1)), optax.sgd, jt.Space(learning_rate=jt.choice([0.1])),
+         data=stalled(), steps=40, eval_every=10, progress=False)
+"""
+
+
+def test_ctrl_c_twice_ends_a_sweep_whose_pipeline_hangs():
+    # Batch 25 is read in the background with the chunk of steps 20-29, while the main
+    # thread trains steps 10-19 and then waits for that chunk.
+    process = subprocess.Popen([sys.executable, "-c", STALLED_SWEEP], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "stalled\n", process.communicate()[1]
+        time.sleep(1.0)  # the main thread reaches its wait for the chunk
+        process.send_signal(signal.SIGINT)  # asks for a stop at the next record point
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # stops at once
+        interrupted = time.monotonic()
+        try:
+            stdout, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the process still runs 15 s after the second Ctrl-C")
+        ended = time.monotonic() - interrupted
+    finally:
+        process.kill()
+        process.wait()
+    assert "stopping at the next record point" in stdout
+    assert "KeyboardInterrupt" in stderr
+    assert ended < 5, f"the process ended {ended:.1f} s after the second Ctrl-C"
