@@ -205,6 +205,12 @@ def test_a_copied_member_keeps_its_own_seed_and_data_stream():
     (dict(start={"learning_rate": [0.01]}), TypeError,
      r"Decision.start must be a jt.Table of the sweep's space \(from `search.ask\(n\)`\), "
      r"got dict"),
+    (dict(start=jt.Space(learning_rate=jt.uniform(0.0, 1.0)).table({"learning_rate": [0.5]})),
+     ValueError, r"a strategy started configurations of another space; build them with "
+                 r"`search.ask\(n\)`"),
+    (dict(stop=[99]), ValueError, r"Decision.stop names member 99; members are 0..5"),
+    (dict(hparams={0: {"momentum": 0.9}}), ValueError,
+     r"Decision.hparams sets 'momentum', which is not a dynamic dimension \(learning_rate\)"),
 ])
 def test_a_decision_naming_a_member_it_stops_or_chaining_copies_is_refused(decision, error,
                                                                            message):
@@ -213,6 +219,29 @@ def test_a_decision_naming_a_member_it_stops_or_chaining_copies_is_refused(decis
     with pytest.raises(error, match=message):
         run_sweep(strategy=CopyAtFirstRecord(**decision), members_per_slice=2,
                   members_in_flight=2)
+
+
+class Returns(jt.Strategy):
+    """`decide` returns `decision` (not a jt.Decision); `initial` returns `first` if given."""
+
+    def __init__(self, decision=None, first=None):
+        self.decision, self.first = decision, first
+
+    def initial(self, search):
+        return search.configurations if self.first is None else self.first
+
+    def decide(self, search, report):
+        return self.decision
+
+
+@pytest.mark.parametrize("strategy, message", [
+    (Returns(decision=None), r"Returns\(\).decide must return a jt.Decision, got NoneType"),
+    (Returns(first=[{"learning_rate": 0.01}]),
+     r"Returns\(\): `initial` must return a jt.Table of the sweep's space"),
+])
+def test_a_strategy_returning_the_wrong_kind_of_thing_is_told(strategy, message):
+    with pytest.raises(TypeError, match=message):
+        run_sweep(strategy=strategy)
 
 
 def make_adam_scaled(learning_rate, halvings):

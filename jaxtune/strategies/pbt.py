@@ -4,7 +4,8 @@ Every `ready` steps (a multiple of `eval_every`), the running members of a stati
 group are ranked by the metric at that record point (a diverged member is out of
 the population). Each of the worst `fraction` copies a member drawn at random from
 the best `fraction`: its parameters, optimizer state, model state and step, on the
-device (exploit). Then each of its dynamic hyperparameters is resampled from the
+device (exploit); the copier keeps its own seed, so its own minibatch order, as in
+the paper. Then each of its dynamic hyperparameters is resampled from the
 space with probability `resample_probability`, or else perturbed by a factor drawn
 from `perturb` in the dimension's own scale (explore), always staying in the space:
 
