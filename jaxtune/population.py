@@ -34,7 +34,8 @@ Routing: each hyperparameter is passed, by keyword, to every one of
 `make_optimizer`, `loss_fn(params, batch, ...)`, `init_fn(key, ...)` and
 `eval_fn(params, data, ...)` whose signature names it (or that takes `**kwargs`;
 `loss_fn` and `eval_fn` only by name). A `loss_fn` with a `key` parameter gets a
-PRNG key per step (e.g. for dropout); `key` is therefore never a hyperparameter.
+PRNG key per step (e.g. for dropout); `key` is therefore never a hyperparameter. An
+`eval_fn` with a `step` parameter gets the member's steps trained (int32, traced).
 
 What `loss_fn` may return:
   * `loss`, a float scalar;
@@ -778,7 +779,7 @@ class Trainer:
         raw: list[Any] = []
 
         def probe(p, ms, d, hp):
-            out = self._eval_raw(_combine(p, static_params), ms, d, hp)
+            out = self._eval_raw(_combine(p, static_params), ms, d, hp, jnp.zeros((), jnp.int32))
             raw.append(out)
             if isinstance(out, Mapping):
                 order.extend(out)
@@ -874,12 +875,14 @@ class Trainer:
         metrics = {k: jnp.asarray(aux[k], jnp.float32) for k in resolved.aux_names}
         return loss, model_state, metrics
 
-    def _eval_raw(self, params, model_state, eval_data, hparams):
+    def _eval_raw(self, params, model_state, eval_data, hparams, step):
         f = self.functions
         signature = _signature(f.eval_fn, "eval_fn", 2)
         kwargs = _select({**hparams, **f.static_hparams}, signature, False)
         if "model_state" in signature.names:
             kwargs["model_state"] = model_state
+        if "step" in signature.names:  # never a hyperparameter: a column of the results
+            kwargs["step"] = step
         return f.eval_fn(params, eval_data, **kwargs)
 
     def _init_raw(self, hparams, seed, keys, init_params):
@@ -1082,7 +1085,8 @@ class Trainer:
                                           member.hparams, keys[2])
             out = {"eval_loss": loss}
         else:
-            out = self._eval_raw(params, member.model_state, eval_data, member.hparams)
+            out = self._eval_raw(params, member.model_state, eval_data, member.hparams,
+                                 member.step)
             if not isinstance(out, Mapping):
                 out = {resolved.eval_names[0]: out}
         return {k: jnp.where(member.alive, jnp.asarray(out[k], jnp.float32), jnp.nan)

@@ -193,6 +193,47 @@ def test_kill_9_then_the_same_call_continues_the_study(tmp_path):
         run(jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2), trials=6)
 
 
+# -- what the sampler learns from, and what it is told ----------------------------------
+
+
+def test_by_default_later_trials_are_asked_knowing_earlier_results(tmp_path):
+    search = jt.OptunaSearch(sqlite_study(tmp_path, optuna.pruners.NopPruner()), trials=16)
+    run(search, trials=16)
+    trials = reloaded(tmp_path).trials
+    known = [sum(t.datetime_complete <= u.datetime_start for t in trials) for u in trials]
+    # TPE draws from its model once 10 trials are told (`n_startup_trials`): asking all 16
+    # before any is told would make it random search.
+    assert sum(k >= 10 for k in known) >= 4, known
+    assert max(known) < 16 and min(known) == 0
+
+
+def eval_with_step(params, data, step):
+    """The eval loss, plus 10 at the last record point (a curve whose best is not its last
+    value), and the member's step as a metric."""
+    loss = loss_fn(params, data)
+    return {"eval_loss": loss + jnp.where(step == STEPS, 10.0, 0.0),
+            "at": step.astype(jnp.float32)}
+
+
+def test_eval_fn_receives_each_members_step():
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    result = run(jt.OptunaSearch(study, trials=4, concurrent=2), trials=4,
+                 eval_fn=eval_with_step)
+    np.testing.assert_array_equal(result.metrics["at"],
+                                  np.broadcast_to([10.0, 20.0, 30.0], (8, 3)))
+
+
+@pytest.mark.parametrize("value", ["last", "best"])
+def test_the_value_told_is_the_last_or_the_best_record(value):
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    run(jt.OptunaSearch(study, trials=4, concurrent=2, value=value), trials=4,
+        eval_fn=eval_with_step)
+    for frozen in study.trials:
+        curve = [frozen.intermediate_values[s] for s in (10, 20, 30)]
+        assert min(curve) < 10 <= curve[-1]  # the last record is the worst
+        assert frozen.value == (min(curve) if value == "best" else curve[-1])
+
+
 # -- bad input, each refused before anything compiles ------------------------------------
 
 
@@ -233,6 +274,9 @@ def test_arguments_are_checked():
         jt.OptunaSearch(concurrent=0)
     with pytest.raises(ValueError, match="either `study` or the arguments"):
         jt.OptunaSearch(optuna.create_study(), storage="sqlite:///x.db")
+    with pytest.raises(ValueError, match=r"`value` must be one of 'last', 'best', got "
+                                         r"value='mean'"):
+        jt.OptunaSearch(value="mean")
 
 
 def test_without_optuna_the_error_says_what_to_install(monkeypatch):

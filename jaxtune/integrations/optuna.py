@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxtune._checks import check_nonnegative, positive_int
+from jaxtune._checks import check_nonnegative, one_of, positive_int
 from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Uniform
 from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
 
@@ -162,8 +162,12 @@ class OptunaSearch(Strategy):
     Keeps `concurrent` trials training (each as `seeds` members); every free slot
     asks the study for a trial (`study.ask` with the space's distributions), and
     each trial is told when its members finish: COMPLETE with the mean over seeds
-    of the metric at the last step, PRUNED when the study's pruner stopped it at a
-    record point, FAIL when a seed diverged. Any Optuna sampler and pruner work
+    of the metric at the last record point (or its best over the record points,
+    `value="best"`), PRUNED when the study's pruner stopped it at a record point,
+    FAIL when a seed diverged. The sampler learns only from trials told: trials
+    asked together are drawn knowing the same results, so by default about
+    sqrt(`trials`) trials train at once, and the study is told results about
+    sqrt(`trials`) times (16 trials: 4 rounds of 4). Any Optuna sampler and pruner work
     (`MedianPruner`, `SuccessiveHalvingPruner`, `HyperbandPruner` unchanged); for
     batches, `TPESampler(constant_liar=True)` is the right default (trials asked
     together do not all land on the same point), and it is the sampler used when
@@ -204,8 +208,15 @@ class OptunaSearch(Strategy):
         (`load_if_exists=True`).
       trials: how many finished trials the study should hold (those it already has
         count); default: the sweep's `trials`.
-      concurrent: trials training at once (x seeds members); default: 32, at most
-        `trials`. One compiled program serves them all.
+      concurrent: trials training at once (x seeds members); default:
+        ceil(sqrt(`trials`)), at most 32 (16 -> 4, 64 -> 8, 1024 -> 32), so the
+        sampler is told results that many times; `concurrent=trials` asks every
+        trial at once (with TPE, random search). One compiled program serves them
+        all.
+      value: what a COMPLETE trial is told: "last", the metric (mean over seeds)
+        at the last record point, or "best", its best over the trial's record
+        points (Optuna examples returning the best accuracy of any epoch). The
+        intermediate values reported to the pruner are the record points' own.
       metric: the metric told to Optuna (default: the sweep's `metric`).
       mode: "min" or "max" (default: the sweep's).
       storage: an Optuna storage or URL, when `study` is not given (default: in memory).
@@ -231,7 +242,8 @@ class OptunaSearch(Strategy):
 
     starts_members = True  # every trial that ends frees its slots for a new one
 
-    def __init__(self, study: Any = None, *, trials: int | None = None, concurrent: int = 32,
+    def __init__(self, study: Any = None, *, trials: int | None = None,
+                 concurrent: int | None = None, value: str = "last",
                  metric: str | None = None, mode: str | None = None, storage: Any = None,
                  study_name: str | None = None, sampler: Any = None, pruner: Any = None,
                  seed: int | None = None, max_member_steps: int | None = None,
@@ -245,7 +257,8 @@ class OptunaSearch(Strategy):
             raise ValueError("pass either `study` or the arguments to create one (`storage`, "
                              "`study_name`, `sampler`, `pruner`), not both.")
         self.trials = None if trials is None else positive_int("trials", trials)
-        self.concurrent = positive_int("concurrent", concurrent)
+        self.concurrent = None if concurrent is None else positive_int("concurrent", concurrent)
+        self.value = one_of("value", value, ("last", "best"))
         self.metric = metric
         self.mode = mode
         self.storage = storage
@@ -285,7 +298,10 @@ class OptunaSearch(Strategy):
         self._check_distributions()
         self._claim()
         self._trials_target = self.trials or len(search.configurations)
-        self._concurrent = min(self.concurrent, self._trials_target)
+        # One round of trials asked together per ~sqrt(trials): the sampler is told results
+        # as often as a round is wide (asking all 16 of 16 trials at once made TPE random).
+        default = min(32, math.ceil(math.sqrt(self._trials_target)))
+        self._concurrent = min(self.concurrent or default, self._trials_target)
 
     def _create_study(self) -> Any:
         optuna = import_optuna()
@@ -403,8 +419,11 @@ class OptunaSearch(Strategy):
                 self._storage_call(f"reporting trial {self._numbers[trial]}'s value at step "
                                    f"{step}", self._optuna_trial(trial).report, value, step)
                 self._reported[trial] = step
+                better = min if self._mode == "min" else max
+                self._best[trial] = better(self._best.get(trial, value), value)
                 if step >= search.steps:
-                    self._tell(trial, state.COMPLETE, value)
+                    self._tell(trial, state.COMPLETE,
+                               self._best[trial] if self.value == "best" else value)
                     break
                 if self._storage_call(f"asking the pruner about trial {self._numbers[trial]}",
                                       self._optuna_trial(trial).should_prune):
@@ -430,6 +449,7 @@ class OptunaSearch(Strategy):
         self._trial_ids: dict[int, int] = {}  # jaxtune trial -> Optuna's storage trial id
         self._active: set[int] = set()  # asked, not yet told
         self._reported: dict[int, int] = {}  # jaxtune trial -> last step reported
+        self._best: dict[int, float] = {}  # jaxtune trial -> best value reported
         self._replayed: dict[int, str] = {}  # told after the restored checkpoint: its state
         self._counted = 0  # finished or asked trials of the study, toward `trials`
         self._cache: dict[int, Any] = {}  # jaxtune trial -> optuna.Trial
@@ -609,6 +629,9 @@ class OptunaSearch(Strategy):
             if frozen.intermediate_values:
                 self._reported[trial] = max(self._reported.get(trial, -1),
                                             max(frozen.intermediate_values))
+                # The study holds every value reported, also those after the checkpoint.
+                better = min if self._mode == "min" else max
+                self._best[trial] = better(frozen.intermediate_values.values())
             if frozen.state.is_finished():
                 self._replayed[trial] = frozen.state.name
 
@@ -616,5 +639,6 @@ class OptunaSearch(Strategy):
         # Stable across processes (it is part of a checkpoint's fingerprint).
         name = self.study.study_name if self._given_study else self.study_name
         return (f"OptunaSearch(study_name={name!r}, trials={self.trials}, "
-                f"concurrent={self.concurrent}, metric={self.metric!r}, mode={self.mode!r})")
+                f"concurrent={self.concurrent}, value={self.value!r}, metric={self.metric!r}, "
+                f"mode={self.mode!r})")
 
