@@ -49,7 +49,9 @@ def is_stream(data: Any) -> bool:
         return False
     if type(data).__module__.split(".")[0] == "pandas":
         return False
-    return hasattr(data, "__iter__") or hasattr(data, "__next__")
+    # What `iter` accepts: not `__next__` alone, nor a class that sets `__iter__ = None`;
+    # those are refused as `data` of no known form, not by HostStream as its `source`.
+    return isinstance(data, Iterable)
 
 
 class HostStream:

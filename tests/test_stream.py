@@ -217,6 +217,32 @@ def test_a_bad_batch_in_a_later_chunk_is_refused_not_skipped(prefetch, bad, mess
     stream.close()
 
 
+class NextOnly:
+    """Has `__next__` but no `__iter__`: not iterable, not a stream."""
+
+    def __next__(self):
+        return X[:16], Y[:16]
+
+
+class DeclaredNotIterable:
+    __iter__ = None  # how Python marks a class as not iterable
+
+
+@pytest.mark.parametrize("data", [object(), NextOnly(), DeclaredNotIterable()])
+@pytest.mark.parametrize("entry", ["sweep", "lr_find", "Trainer"])
+def test_data_that_is_not_iterable_is_refused_naming_data(entry, data):
+    message = (rf"`data` leaf data is a {type(data).__name__}, not an array; `data` must be a "
+               r"pytree of arrays.*or an iterable of batches")
+    with pytest.raises(TypeError, match=message):
+        if entry == "sweep":
+            jt.sweep(loss_fn, jnp.zeros((5, 1)), sgd, jt.Space(learning_rate=jt.choice([0.01])),
+                     data=data, steps=20, progress=False)
+        elif entry == "lr_find":
+            jt.lr_find(loss_fn, jnp.zeros((5, 1)), sgd, data=data, steps=20)
+        else:
+            trainer(data)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(source=3), r"`source` must be an iterable of batches .*got int"),
     (dict(source=batches(), max_chunk_bytes=0), r"`max_chunk_bytes`"),
