@@ -15,11 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 
 from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
-from jaxtune.checkpoint import Checkpointer
+from jaxtune.checkpoint import Checkpointer, fingerprint_function, fingerprint_values
 from jaxtune.population import (
     Trainer,
     check_data_form,
@@ -29,7 +28,7 @@ from jaxtune.population import (
     leading_length,
 )
 from jaxtune.results import SweepResult, _check_names, guess_mode
-from jaxtune.runner import Runner, plan_slices
+from jaxtune.runner import Runner, check_kept_memory, kept_configurations, plan_slices
 from jaxtune.space import ConfigStream, Space, Table
 from jaxtune.strategies.base import Strategy
 from jaxtune.stream import HostStream, is_stream
@@ -72,7 +71,7 @@ def sweep(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     record_step_loss: bool = False,
-    keep_params: bool = True,
+    keep_params: bool | int | str = True,
     progress: bool = True,
 ) -> SweepResult:
     """Trains every configuration of `space` x `seeds` in parallel; returns the results.
@@ -158,9 +157,23 @@ def sweep(
         with the same arguments, the sweep resumes from the last checkpoint and
         returns exactly the result of an uninterrupted run. Ctrl-C stops at the
         next record point and raises `jt.SweepInterrupted` with the partial result.
+        A checkpoint is resumed only by the same sweep, judged by a fingerprint of
+        the arguments: functions by qualified name; `data`, `eval_data` and
+        `init_params` by value (a hash of every byte of an array up to 64 MiB, of
+        rows spread over a larger one); a `batch_fn` or an `init_fn` by name and
+        the arrays it refers to directly (closure, module globals); an iterable of
+        batches by the shapes of its batches. Another sweep's checkpoint is refused.
       checkpoint_every: write the checkpoint every this many rounds of record points.
       record_step_loss: also keep the training loss of every step.
-      keep_params: keep every member's final parameters in the result.
+      keep_params: which members' final parameters (and model state) the result keeps:
+        True, every member's (`result.params`, stacked, or `result.member_params` when
+        static groups differ in shape); "best", the members of the best configuration;
+        an int k, those of the best k configurations, by `metric` and the result's
+        ranking rules (tracked as members finish: host memory holds k configurations
+        plus those still training); False, none. Read one with `result.params_of(member)`
+        or `result.best_params`. Refused before anything trains when the kept
+        parameters would take more than half of the host memory available (Linux's
+        MemAvailable, else `os.sysconf`), with the figure and the k that fits.
       progress: draw a progress bar (tqdm) when tqdm is installed.
 
     Returns:
@@ -188,7 +201,7 @@ def sweep(
     if mode is not None and (not isinstance(mode, str) or mode not in ("min", "max")):
         raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
     record_step_loss = boolean("record_step_loss", record_step_loss)
-    keep_params = boolean("keep_params", keep_params)
+    kept_configurations(keep_params)
     progress = boolean("progress", progress)
     strategy = Strategy() if strategy is None else strategy
     if not isinstance(strategy, Strategy):
@@ -253,6 +266,8 @@ def sweep(
     mode = mode or guess_mode(metric)
 
     member_bytes = max(t.member_bytes(h) for t, h in probes.items())
+    check_kept_memory(keep_params, len(table) * seeds, seeds,
+                      [(r.params, r.model_state) for r in (t.resolve(h) for t, h in probes.items())])
     # The slice plan needs the strategy's needs, and its `setup` needs the runner's view:
     # the runner is built first and given its plan before it runs.
     runner = Runner(
@@ -317,23 +332,25 @@ def _configurations(space: Space, configs, sampler, trials, grid_points, seed) -
 
 def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
                  **settings) -> dict[str, Any]:
-    """What identifies a sweep, for refusing another sweep's checkpoint."""
+    """What identifies a sweep, for refusing another sweep's checkpoint.
+
+    Functions by qualified name; `data`, `eval_data` and `init_params` by value (see
+    `fingerprint_values`), a `batch_fn` or `init_fn` by name and the arrays it refers to
+    (`fingerprint_function`), an iterable of batches by the shapes of a batch.
+    """
 
     def name(fn):
         return None if fn is None else f"{getattr(fn, '__module__', '')}." \
                                       f"{getattr(fn, '__qualname__', type(fn).__name__)}"
 
-    def shapes(tree):
-        return None if tree is None else [
-            [list(np.shape(x)), str(np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype)]
-            for x in jax.tree_util.tree_leaves(tree)]
-
-    init = name(init_params) if is_init_function(init_params) else shapes(init_params)
+    init = fingerprint_function(init_params) if is_init_function(init_params) else \
+        fingerprint_values(init_params)
     return {
         "space": repr(space), "loss_fn": name(loss_fn), "make_optimizer": name(make_optimizer),
-        "init": init, "eval_fn": name(eval_fn),
-        "data": name(data) if callable(data) else repr(data) if is_stream(data) else shapes(data),
-        "eval_data": shapes(eval_data),
+        "init_params": init, "eval_fn": name(eval_fn),
+        "data": fingerprint_function(data) if callable(data) else repr(data) if is_stream(data)
+        else fingerprint_values(data),
+        "eval_data": fingerprint_values(eval_data),
         "configurations": json.dumps(table.to_dict(), default=str),
         **settings,
     }

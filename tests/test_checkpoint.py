@@ -144,3 +144,38 @@ def test_a_damaged_checkpoint_is_refused_naming_its_path(checkpoint_bytes, tmp_p
                                                    "damaged") + ".*delete it") as caught:
         tiny_sweep(tmp_path)
     assert "allow_pickle" not in str(caught.value)
+
+
+def batch_fn_over(x, y):
+    """A `batch_fn` drawing its batches from (copies of) arrays it closes over."""
+    x, y = jnp.array(x), jnp.array(y)
+
+    def batch_fn(key, step):
+        rows = jax.random.randint(key, (8,), 0, x.shape[0])
+        return x[rows], y[rows]
+
+    return batch_fn
+
+
+SAME = {  # the arguments of the first sweep, built anew on each call (equal values)
+    "data": lambda: dict(data=(X.copy(), Y.copy())),
+    "eval_data": lambda: dict(eval_data=(X.copy(), Y.copy())),
+    "init_params": lambda: dict(init_params=np.zeros((2, 1), np.float32)),
+    "batch_fn": lambda: dict(data=batch_fn_over(X, Y), batch_size=None),
+}
+OTHER = {  # other values of the same shapes and dtypes
+    "data": dict(data=(X[::-1].copy(), Y[::-1].copy())),
+    "eval_data": dict(eval_data=(X, Y + 1)),
+    "init_params": dict(init_params=np.ones((2, 1), np.float32)),
+    "batch_fn": dict(data=batch_fn_over(X, Y + 1), batch_size=None),
+}
+
+
+@pytest.mark.parametrize("argument", OTHER)
+def test_a_checkpoint_of_other_data_of_the_same_shapes_is_refused(tmp_path, argument):
+    finished = tiny_sweep(tmp_path, **SAME[argument]())
+    again = tiny_sweep(tmp_path, **SAME[argument]())  # equal values: the same sweep, resumed
+    np.testing.assert_array_equal(again.train_loss, finished.train_loss)
+    named = "data" if argument == "batch_fn" else argument
+    with pytest.raises(ValueError, match=f"holds the checkpoint of a different sweep \\({named}: "):
+        tiny_sweep(tmp_path, **OTHER[argument])
