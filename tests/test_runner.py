@@ -118,7 +118,7 @@ def test_a_slice_that_cannot_fit_is_refused_with_the_estimate():
                                          r"members_per_slice="):
         jt.sweep(aux_loss, huge, make_adam, jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)),
                  data=DATA, batch_size=8, steps=4, trials=64, members_per_slice=64,
-                 progress=False, devices=ONE_DEVICE)
+                 progress=False, devices=ONE_DEVICE, keep_params=False)  # the slice alone
 
 
 class StopWorstHalf(jt.Strategy):
