@@ -154,6 +154,13 @@ def _tree_all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def _non_finite_counts(tree: Any) -> Any:
+    """For each inexact leaf [M, ...] of `tree`, its NaN and inf count per member, int32 [M]."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.sum(~jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1, dtype=jnp.int32)
+        if jnp.issubdtype(x.dtype, jnp.inexact) else None, tree)
+
+
 def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new, old)
 
@@ -1143,6 +1150,10 @@ class Trainer:
 
         Returns:
           A `PopulationState` with M members, sharded over the trainer's devices.
+
+        Raises:
+          ValueError: a member's initial parameters or model state hold a NaN or inf
+            (checked once here, naming the leaf, the member, its seed and hyperparameters).
         """
         hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
         lengths = {k: v.shape for k, v in hparams.items()}
@@ -1177,7 +1188,7 @@ class Trainer:
 
                 params, model_state, opt_state = jax.vmap(one)(hp, seeds)
                 n = seeds.shape[0]
-                return PopulationState(
+                state = PopulationState(
                     params=params,
                     opt_state=opt_state,
                     model_state=model_state,
@@ -1187,13 +1198,40 @@ class Trainer:
                     alive=jnp.ones(n, bool),
                     diverged_step=jnp.full(n, -1, jnp.int32),
                 )
+                return state, _non_finite_counts((params, model_state))
             return self._sharded(init_local, (P(MEMBER_AXIS), P(MEMBER_AXIS), P(), P(), P()),
                                  P(MEMBER_AXIS))
 
         args = (place(hparams, self._member_sharding),
                 place(seed, self._member_sharding), seed_params, self.init_params,
                 self.keys)
-        return self._program("init", build, *args)(*args)
+        state, non_finite = self._program("init", build, *args)(*args)
+        self._refuse_non_finite_init(gather(non_finite), hparams, seed)
+        return state
+
+    def _refuse_non_finite_init(self, non_finite: Any, hparams: Mapping[str, Any],
+                                seed: np.ndarray) -> None:
+        """Raises ValueError at the first initial leaf of a member that holds a NaN or inf.
+
+        Checked once per `init`, on counts computed by the init program: training from
+        such a member would only report it diverged at step 0.
+        """
+        f = self.functions
+        for path, counts in jax.tree_util.tree_flatten_with_path(non_finite)[0]:
+            member = int(np.argmax(counts > 0))
+            if not counts[member]:
+                continue
+            where = _path(path[1:], ("params", "model_state")[path[0].idx])
+            values = {**{k: np.asarray(v)[member].item() for k, v in hparams.items()},
+                      **f.static_hparams}
+            shown = ", ".join([f"seed {seed[member]}"] + [
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in values.items()])
+            given = "`init_fn` returned" if f.init_fn is not None else "`init_params` holds"
+            raise ValueError(
+                f"{given} {counts[member]} non-finite value(s) (NaN or inf) in {where} for "
+                f"member {member} ({shown}); it would diverge at step 0. Fix how that leaf is "
+                "initialized (a division by a zero fan-in, a log or sqrt of a non-positive "
+                "value, a hyperparameter out of its range).")
 
     def abstract_state(self, hparams: Mapping[str, Any], members: int) -> PopulationState:
         """The shapes and dtypes of a population of `members` (nothing is computed)."""

@@ -265,6 +265,32 @@ def test_routing_errors_name_the_hyperparameter():
                 "dropout": np.ones(2, np.float32)})
 
 
+def test_init_fn_returning_non_finite_parameters_is_refused_before_training(monkeypatch):
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+
+    def init_by_rate(key, learning_rate):  # a NaN weight for the larger learning rates
+        params = init_fn(key)
+        return {**params, "w": jnp.where(learning_rate > 0.05, jnp.nan, params["w"])}
+
+    t = trainer(init_params=init_by_rate, devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match=r"`init_fn` returned 6 non-finite value\(s\) \(NaN or "
+                                         r"inf\) in params\['w'\] for member 1 \(seed 2, "
+                                         r"learning_rate=0.1, momentum=0\)"):
+        run(t, [0.01, 0.1], [0.0, 0.0], [0, 2])
+
+    def init_inf_bias(key):  # the seed alone decides: computed once per seed
+        return {**init_fn(key), "b": jnp.full((1,), jnp.inf)}
+
+    with pytest.raises(ValueError, match=r"`init_fn` returned 1 non-finite .*params\['b'\] for "
+                                         r"member 0 \(seed 1, learning_rate=0.1, momentum=0\)"):
+        run(trainer(init_params=init_inf_bias, devices=jax.devices()[:1]), [0.1], [0.0], [1])
+    # A sweep stops there too, instead of reporting every member diverged at step 0.
+    with pytest.raises(ValueError, match=r"`init_fn` returned 1 non-finite .*params\['b'\]"):
+        jt.sweep(mse, init_inf_bias, make_sgd, jt.Space(learning_rate=jt.choice([0.01, 0.1]),
+                                                        momentum=jt.fixed(0.0)),
+                 data=DATA, batch_size=16, steps=5, progress=False)
+
+
 def test_seed_index_out_of_range():
     with pytest.raises(ValueError, match=r"`seed` indices must lie in \[0, 3\)"):
         run(trainer(devices=jax.devices()[:1]), [0.1], [0.0], [3])
