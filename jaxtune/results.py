@@ -401,17 +401,7 @@ class SweepResult:
         Returns:
           A float array [N], a copy.
         """
-        curve = self.curve(metric)
-        reached = self._last_reached()
-        out = curve[np.arange(curve.shape[0]), np.maximum(reached, 0)]
-        out = out.astype(np.promote_types(out.dtype, np.float32), copy=True)
-        out[self.diverged | (reached < 0)] = np.nan
-        return out
-
-    def _last_reached(self) -> np.ndarray:
-        """int [N]: the index into `steps` of the last record point each member reached
-        (the last with ``steps <= steps_trained``), or -1 if it reached none."""
-        return np.searchsorted(self.steps, self.steps_trained, side="right") - 1
+        return final_values(self.curve(metric), self.steps, self.steps_trained, self.diverged)
 
     def mean_over_seeds(self, metric: str | None = None) -> np.ndarray:
         """The curve of `metric` averaged over seeds: float64 [n_trials, C].
@@ -1040,28 +1030,8 @@ class SweepResult:
         return metric, mode
 
     def _trial_stats(self, metric: str, mode: str) -> _TrialStats:
-        final = self.final(metric).astype(np.float64)
-        trials, first, inverse = np.unique(self.trial, return_index=True, return_inverse=True)
-        size = trials.size
-        count = np.bincount(inverse, minlength=size)
-        mean = np.bincount(inverse, weights=final, minlength=size) / count
-        with np.errstate(invalid="ignore"):
-            deviation = (final - mean[inverse]) ** 2
-        std = np.sqrt(np.bincount(inverse, weights=deviation, minlength=size) / count)
-        n_diverged = np.bincount(inverse, weights=self.diverged, minlength=size).astype(np.int64)
-        # A trial's status is its worst seed's; trials rank by status, then by score.
-        member_rank = np.zeros(self.n_members, np.int64)
-        for i, name in enumerate(_STATUSES):
-            member_rank[self.status == name] = i
-        rank = np.zeros(size, np.int64)
-        np.maximum.at(rank, inverse, member_rank)
-        status = np.asarray(_STATUSES)[rank]
-        steps_trained = np.bincount(inverse, weights=self.steps_trained, minlength=size) / count
-        finite = np.isfinite(mean)
-        score = np.where(finite, mean if mode == "min" else -mean, 0.0)
-        order = np.lexsort((trials, n_diverged, score, ~finite, rank))
-        return _TrialStats(trials, first, inverse, final, mean, std, count, n_diverged, status,
-                           steps_trained, order)
+        return trial_stats(self.trial, self.final(metric), self.status, self.diverged,
+                           self.steps_trained, mode)
 
     def _numeric(self, name: str) -> np.ndarray | None:
         """The column `name` as float64 if it is numeric (not bool), else None."""
@@ -1076,6 +1046,51 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def final_values(curve: np.ndarray, steps: np.ndarray, steps_trained: np.ndarray,
+                 diverged: np.ndarray) -> np.ndarray:
+    """Each member's value of `curve` [N, C] at the last record point it reached.
+
+    The last one with ``steps <= steps_trained``; NaN for diverged members and members
+    that reached none. The module docstring's rule, shared with the runner (which
+    ranks finished trials for ``keep_params=k`` while the sweep runs).
+    """
+    reached = np.searchsorted(steps, steps_trained, side="right") - 1
+    out = curve[np.arange(curve.shape[0]), np.maximum(reached, 0)]
+    out = out.astype(np.promote_types(out.dtype, np.float32), copy=True)
+    out[diverged | (reached < 0)] = np.nan
+    return out
+
+
+def trial_stats(trial: np.ndarray, final: np.ndarray, status: np.ndarray,
+                diverged: np.ndarray, steps_trained: np.ndarray, mode: str) -> _TrialStats:
+    """Per-trial aggregates of the members' `final` values and the trials' ranking.
+
+    The module docstring's ranking rules, for `SweepResult` and for the runner.
+    """
+    final = np.asarray(final, np.float64)
+    trials, first, inverse = np.unique(trial, return_index=True, return_inverse=True)
+    size = trials.size
+    count = np.bincount(inverse, minlength=size)
+    mean = np.bincount(inverse, weights=final, minlength=size) / count
+    with np.errstate(invalid="ignore"):
+        deviation = (final - mean[inverse]) ** 2
+    std = np.sqrt(np.bincount(inverse, weights=deviation, minlength=size) / count)
+    n_diverged = np.bincount(inverse, weights=diverged, minlength=size).astype(np.int64)
+    # A trial's status is its worst seed's; trials rank by status, then by score.
+    member_rank = np.zeros(trial.size, np.int64)
+    for i, name in enumerate(_STATUSES):
+        member_rank[status == name] = i
+    rank = np.zeros(size, np.int64)
+    np.maximum.at(rank, inverse, member_rank)
+    trial_status = np.asarray(_STATUSES)[rank]
+    steps = np.bincount(inverse, weights=steps_trained, minlength=size) / count
+    finite = np.isfinite(mean)
+    score = np.where(finite, mean if mode == "min" else -mean, 0.0)
+    order = np.lexsort((trials, n_diverged, score, ~finite, rank))
+    return _TrialStats(trials, first, inverse, final, mean, std, count, n_diverged,
+                       trial_status, steps, order)
 
 
 def _show_figures_in_notebooks() -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from jaxtune.distributed import any_process, gather, is_main_process, place
 from jaxtune.population import PopulationState, Trainer
 from jaxtune.recorder import Recorder
-from jaxtune.results import SweepResult
+from jaxtune.results import SweepResult, final_values, trial_stats
 from jaxtune.space import ConfigStream, LogUniform, Space, Table
 from jaxtune.strategies.base import Decision, Report, Strategy
 
@@ -209,7 +209,7 @@ class Runner:
         members_per_slice: int,
         members_in_flight: int,
         record_step_loss: bool,
-        keep_params: bool,
+        keep_params: bool | int | str,
         progress: bool,
         checkpoint: Any = None,
         checkpoint_every: int = 1,
@@ -229,7 +229,9 @@ class Runner:
         self.aux_names = tuple(aux_names)  # training metrics from `loss_fn`'s aux dict
         self.members_per_slice = members_per_slice
         self.members_in_flight = members_in_flight
-        self.keep_params = keep_params
+        self.keep_params = bool(keep_params)
+        # keep_params="best" or k: the members of the best k configurations only.
+        self.keep_best = kept_configurations(keep_params)
         self.progress = progress
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
@@ -394,7 +396,36 @@ class Runner:
             for slot, member in zip(slots, members):
                 self.params[int(member)], self.model_state[int(member)] = (
                     jax.tree_util.tree_map(lambda a, s=slot: a[s].copy(), kept))
+            if self.keep_best is not None:
+                self._drop_outranked()
         piece.members[slots] = -1
+
+    def _drop_outranked(self) -> None:
+        """Forgets the kept trees of every ended trial outside the best `keep_best`.
+
+        Only trials whose every member has ended are ranked, by the result's rules: their
+        final values never change again, so a trial outranked now is outranked in the
+        result too, and the trees kept at the end are exactly the result's top k. The
+        finished members of trials still training are kept until their trial ends.
+        """
+        ended = (self.status != WAITING) & (self.status != RUNNING)
+        trials, inverse = np.unique(self.member_trial, return_inverse=True)
+        still_training = np.zeros(trials.size, bool)
+        np.logical_or.at(still_training, inverse, ~ended)
+        members = np.flatnonzero(~still_training[inverse])
+        trial = self.member_trial[members]
+        if np.unique(trial).size <= self.keep_best:
+            return
+        steps_trained = self.member_step[members]
+        diverged = self.status[members] == DIVERGED
+        final = final_values(self.recorder.curve(self.metric)[members],
+                             self.recorder.record_steps, steps_trained, diverged)
+        stats = trial_stats(trial, final, STATUS_NAMES[self.status[members]], diverged,
+                            steps_trained, self.mode)
+        outranked = stats.trials[stats.order[self.keep_best:]]
+        for member in members[np.isin(trial, outranked)]:
+            self.params.pop(int(member), None)
+            self.model_state.pop(int(member), None)
 
     def _next_record(self, step: np.ndarray) -> np.ndarray:
         return np.minimum(self.steps, (step // self.eval_every + 1) * self.eval_every)
@@ -867,6 +898,92 @@ def plan_slices(members: int, devices: Sequence[jax.Device], member_bytes: int,
             "Lower `members_in_flight` (or the strategy's population)."
         )
     return size, members_in_flight
+
+
+# The kept parameters may take this fraction of the host memory available when the sweep
+# starts: the rest is the data, the compiled programs, the members in flight (on a CPU, the
+# host's memory too) and whatever else the process holds.
+KEPT_MEMORY_FRACTION = 0.5
+
+
+def kept_configurations(keep_params: Any) -> int | None:
+    """How many configurations' members `keep_params` keeps: None for all (True) or none.
+
+    Raises TypeError / ValueError naming the allowed values.
+    """
+    allowed = ("`keep_params` must be True, False, 'best' or a positive int k (the members "
+               "of the best k configurations)")
+    if isinstance(keep_params, bool | np.bool_):
+        return None
+    if isinstance(keep_params, str):
+        if keep_params != "best":
+            raise ValueError(f"{allowed}, got keep_params={keep_params!r}.")
+        return 1
+    if not isinstance(keep_params, int | np.integer):
+        raise TypeError(f"{allowed}, got {type(keep_params).__name__} {keep_params!r}.")
+    if keep_params < 1:
+        raise ValueError(f"{allowed}, got keep_params={keep_params}; pass keep_params=False "
+                         "to keep none.")
+    return int(keep_params)
+
+
+def check_kept_memory(keep_params: Any, members: int, seeds: int, member_trees: Sequence[Any],
+                      available: int | None = None) -> None:
+    """Refuses, before anything trains, kept parameters that would outgrow the host's memory.
+
+    `member_trees` holds one member's parameters and model state (arrays or
+    `ShapeDtypeStruct`s) of each static group; the largest is counted for every kept
+    member. The bound is `KEPT_MEMORY_FRACTION` of `available` (default:
+    `host_memory_available()`; no check where that is unknown).
+
+    Raises:
+      ValueError: with the estimate and the `keep_params` values that fit.
+    """
+    best = kept_configurations(keep_params)
+    if keep_params is False or not members:
+        return
+    available = host_memory_available() if available is None else available
+    if available is None:
+        return
+    per_member = max(sum(math.prod(np.shape(a)) * np.dtype(a.dtype).itemsize
+                         for a in jax.tree_util.tree_leaves(tree)) for tree in member_trees)
+    kept = members if best is None else min(members, best * seeds)
+    bound = KEPT_MEMORY_FRACTION * available
+    if kept * per_member <= bound:
+        return
+    fit = int(bound // max(per_member * seeds, 1))  # configurations whose members fit
+    what = ("keeps every member's final parameters on the host" if best is None else
+            f"keeps the members of the best {best} configuration{'s' if best > 1 else ''}")
+    if fit == 0:
+        fixes = "keep_params=False (not even the best configuration's members fit)"
+    else:
+        fixes = ", ".join([f"keep_params='best' (the best configuration's {seeds} member(s))",
+                           *([f"keep_params=k for k <= {fit}"] if fit > 1 else []),
+                           "or keep_params=False"])
+    raise ValueError(
+        f"keep_params={keep_params!r} {what}: {kept} members x {_gib(per_member)} = "
+        f"{_gib(kept * per_member)}, more than {KEPT_MEMORY_FRACTION:.0%} of the "
+        f"{_gib(available)} of host memory available; keep fewer: {fixes}. (A member's "
+        "figure counts its parameters and model state.)")
+
+
+def host_memory_available() -> int | None:
+    """Bytes of host memory available now, or None where it cannot be read.
+
+    Linux's MemAvailable (/proc/meminfo: free memory plus the page cache it can
+    reclaim), else the free pages (`os.sysconf("SC_AVPHYS_PAGES")` times the page size).
+    """
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(_sysconf("SC_AVPHYS_PAGES")) * int(_sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def device_memory_bytes(device: jax.Device) -> int:

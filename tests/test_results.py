@@ -1259,3 +1259,107 @@ def test_a_swept_width_keeps_every_members_params(tmp_path):
     result.save(tmp_path / "widths.npz")
     loaded = SweepResult.load(tmp_path / "widths.npz")
     np.testing.assert_array_equal(loaded.best_params["w1"], result.best_params["w1"])
+
+
+# ---------------------------------------------------------------------- keep_params of a sweep
+
+KEEP_X = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+
+
+def kept_sweep(keep_params, strategy=None, **kwargs):
+    """Six configurations x two seeds, two members at a time: trials finish one by one, the
+    better ones neither first nor last."""
+    import optax
+
+    import jaxtune as jt
+
+    def loss(w, batch):
+        return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    space = jt.Space(learning_rate=jt.choice([0.01, 0.001, 0.3, 0.003, 0.1, 0.03]))
+    return jt.sweep(loss, jnp.zeros((1, 1)), lambda learning_rate: optax.sgd(learning_rate),
+                    space, data=(KEEP_X, 2 * KEEP_X), batch_size=8, steps=8, eval_every=2,
+                    seeds=2, members_per_slice=2, members_in_flight=2, strategy=strategy,
+                    keep_params=keep_params, progress=False, devices=jax.devices()[:1],
+                    **kwargs)
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_keep_params_best_and_k_keep_the_best_configurations_members(stopping):
+    import jaxtune as jt
+
+    strategy = (lambda: jt.MedianStopping(min_trials=2)) if stopping else (lambda: None)
+    everyone = kept_sweep(True, strategy())
+    assert np.any(everyone.status == "stopped") == stopping
+    for keep, trials in (("best", [everyone.best.trial]), (2, everyone.top(2)["trial"])):
+        result = kept_sweep(keep, strategy())
+        np.testing.assert_array_equal(result.train_loss, everyone.train_loss)
+        assert result.params is None
+        members = np.flatnonzero(np.isin(everyone.trial, trials))
+        assert sorted(result.member_params) == members.tolist(), keep
+        for member in members:
+            np.testing.assert_array_equal(result.params_of(member), everyone.params_of(member),
+                                          strict=True)
+        np.testing.assert_array_equal(result.best_params, everyone.best_params, strict=True)
+    assert kept_sweep(6, strategy()).params.shape == (12, 1, 1)  # k = every trial: all kept
+
+
+@pytest.mark.parametrize("keep_params, error, message", [
+    ("yes", ValueError, "`keep_params` must be True, False, 'best' or a positive int"),
+    (0, ValueError, "got keep_params=0"),
+    (1.5, TypeError, "`keep_params` must be True, False, 'best' or a positive int"),
+])
+def test_keep_params_values_are_checked(keep_params, error, message):
+    with pytest.raises(error, match=message):
+        kept_sweep(keep_params)
+
+
+def test_kept_parameters_larger_than_the_host_memory_are_refused_before_training():
+    """256 MiB of parameters a member, 32,768 members: 8 TiB to keep, never allocated."""
+    import optax
+
+    import jaxtune as jt
+
+    def init(key):
+        return {"w": jnp.zeros((2**26,))}
+
+    def loss(params, batch):
+        return jnp.mean(params["w"][:1] * batch[0][:, 0])
+
+    def sweep(keep_params):
+        return jt.sweep(loss, init, lambda learning_rate: optax.sgd(learning_rate),
+                        jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)),
+                        data=(KEEP_X, KEEP_X), batch_size=8, steps=4, trials=2**14, seeds=2,
+                        keep_params=keep_params, progress=False, devices=jax.devices()[:1])
+
+    with pytest.raises(ValueError, match=r"keep_params=True keeps every member's final "
+                                         r"parameters on the host: 32768 members x 0.25 GiB = "
+                                         r"8192.00 GiB, more than 50% of the .* GiB of host "
+                                         r"memory available; keep fewer: keep_params='best' "
+                                         r"\(the best configuration's 2 member\(s\)\), "
+                                         r"keep_params=k for k <= \d+, or keep_params=False"):
+        sweep(True)
+    with pytest.raises(ValueError, match=r"keep_params=8192 keeps the members of the best "
+                                         r"8192 configurations: 16384 members x 0.25 GiB"):
+        sweep(8192)
+
+
+def test_keep_params_k_holds_only_the_best_ended_trials_while_the_sweep_runs(tmp_path):
+    from conftest import interrupting
+
+    import jaxtune as jt
+
+    with pytest.raises(jt.SweepInterrupted) as caught:  # Ctrl-C after 4 of 6 trials ended
+        kept_sweep(2, interrupting(jt.Strategy)(17), checkpoint_dir=tmp_path)
+    partial = caught.value.result
+    assert np.sum(partial.status == "completed") == 8
+    best_two = partial.top(2)
+    assert list(best_two["status"]) == ["completed", "completed"]
+    assert sorted(partial.member_params) == np.flatnonzero(
+        np.isin(partial.trial, best_two["trial"])).tolist()
+    # resumed from the checkpoint (which holds only those), it keeps what a whole run keeps
+    resumed = kept_sweep(2, interrupting(jt.Strategy)(0), checkpoint_dir=tmp_path)
+    whole = kept_sweep(2, interrupting(jt.Strategy)(0))
+    assert sorted(resumed.member_params) == sorted(whole.member_params)
+    for member in whole.member_params:
+        np.testing.assert_array_equal(resumed.params_of(member), whole.params_of(member))
