@@ -1468,7 +1468,10 @@ def _load_tree(name: str, entries: list | None, array: Any, version: int, proble
         return None
     leaves = [(entry["path"], _restore_dtype(array(entry["key"]), entry["dtype"], name, problem))
               for entry in entries]
-    return dict(leaves) if version == 1 else _tree_from_paths(leaves, name, problem)
+    if version == 1:
+        return dict(leaves)
+    stored = sum(array(key).nbytes for key in {entry["key"] for entry in entries})
+    return _tree_from_paths(leaves, name, problem, _EMPTY_LIST_POSITIONS + stored)
 
 
 def _restore_dtype(array: np.ndarray, dtype_name: str, name: str, problem: str) -> np.ndarray:
@@ -1504,11 +1507,36 @@ def _path_entries(key_path: tuple) -> list[dict[str, Any]]:
     return entries
 
 
-def _tree_from_paths(leaves: list[tuple[Any, np.ndarray]], name: str, problem: str) -> Any:
-    """Rebuilds nested dicts and lists from (key path entries, leaf) pairs."""
+# A list position that no key path reaches holds None (an empty subtree, e.g. optax's
+# EmptyState), so the key paths alone could ask for lists of any length: a crafted file of
+# 1 kB asked for 8 GB of list (position 10**9), or 2**62 (a MemoryError). The lists of one
+# tree may hold this many positions, plus one per byte of its distinct stored leaves.
+_EMPTY_LIST_POSITIONS = 2**16
+
+
+def _tree_from_paths(leaves: list[tuple[Any, np.ndarray]], name: str, problem: str,
+                     positions: int) -> Any:
+    """Rebuilds nested dicts and lists from (key path entries, leaf) pairs.
+
+    Its lists may hold at most `positions` positions in all.
+    """
     for path, _ in leaves:
         if not isinstance(path, list) or not all(_path_entry_ok(e) for e in path):
             raise ValueError(f"{problem}: a `{name}` key path is mangled: {path!r}.")
+    highest: dict[str, int] = {}  # each list, by the key path to it: its highest position
+    for path, _ in leaves:
+        for depth, entry in enumerate(path):
+            if "index" in entry:
+                where = json.dumps(path[:depth])
+                highest[where] = max(highest.get(where, 0), entry["index"])
+    if sum(highest.values()) + len(highest) > positions:
+        furthest = max((path for path, _ in leaves),
+                       key=lambda path: max(entry.get("index", -1) for entry in path))
+        index = max(entry.get("index", -1) for entry in furthest)
+        raise ValueError(
+            f"{problem}: its `{name}` key path {furthest!r} puts a leaf at list position "
+            f"{index}, more than the file's arrays fill: its lists would hold "
+            f"{sum(highest.values()) + len(highest)} positions, its leaves allow {positions}.")
     return _tree_node(leaves, name, problem)
 
 

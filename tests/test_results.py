@@ -1055,6 +1055,27 @@ def test_load_mangled_params_paths(tmp_path, field):
         SweepResult.load(path)
 
 
+@pytest.mark.parametrize("paths, bad", [
+    ([[{"index": 0}], [{"index": 10**5}]], r"\[\{'index': 100000\}\]"),
+    ([[{"index": 0}], [{"index": 10**9}]], r"\[\{'index': 1000000000\}\]"),  # 8 GB of list
+    ([[{"index": 0}], [{"index": 2**62}]], rf"\[\{{'index': {2**62}\}}\]"),  # MemoryError
+    # two lists, each within the bound (2**16 positions and one per byte), over it together
+    ([[{"index": 0}, {"index": 40000}], [{"index": 1}, {"index": 40000}]],
+     r"\[\{'index': [01]\}, \{'index': 40000\}\]"),
+])
+def test_load_refuses_list_positions_beyond_what_the_file_holds(tmp_path, paths, bad):
+    arrays = saved_arrays_with_params(tmp_path)
+    meta = json.loads(str(arrays["__meta__"]))
+    for entry, crafted in zip(meta["params"], paths, strict=True):
+        entry["path"] = crafted
+    path = tmp_path / "crafted.npz"
+    write_npz(path, **{**arrays, "__meta__": np.array(json.dumps(meta))})
+    with pytest.raises(ValueError, match=r"`path` '.*crafted.npz' is not a readable SweepResult "
+                                         rf"file.*its `params` key path {bad} puts a leaf at "
+                                         r"list position \d+, more than the file's arrays fill"):
+        SweepResult.load(path)
+
+
 def saved_arrays_with_params(tmp_path, field="params"):
     path = tmp_path / "params.npz"
     make(**{field: {"a": np.zeros(6), "b": np.ones(6)}}).save(path)
