@@ -13,10 +13,18 @@ Why not orbax-checkpoint: measured with `bench/checkpoint_io.py` (see bench/READ
 a single-process sweep's state is a few host arrays that one `np.savez` writes
 faster than orbax's per-array directories, and orbax costs seconds of import time. A
 multi-host sweep is where orbax earns its place.
+
+One sweep at a time: while a sweep runs, `<checkpoint_dir>/sweep.lock` (JSON: the
+owner's `pid` and `host`) holds the directory, and a second sweep on it is refused
+rather than overwriting the first one's checkpoints. The lock goes when the sweep ends,
+normally, by an exception or by Ctrl-C; one left by a process killed outright is taken
+over, with a warning, once no process of that pid runs on this host. Over many
+processes (`jaxtune.distributed`) process 0, which writes the checkpoints, holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -29,14 +37,15 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxtune._io import write_atomically
-from jaxtune.distributed import gather, is_main_process, sync
+from jaxtune._io import exclusive, write_atomically
+from jaxtune.distributed import any_process, gather, is_main_process, sync
 from jaxtune.population import PopulationState
 
 if TYPE_CHECKING:
     from jaxtune.runner import Runner
 
 _FILE = "sweep.npz"
+_LOCK = "sweep.lock"
 _KEPT = ("params", "model_state")  # what the runner keeps of each finished member
 _FORMAT = "jaxtune.checkpoint"
 _VERSION = 2  # 2: finished members' model state beside their params
@@ -52,13 +61,36 @@ _META = ("fingerprint", "round", "n_trials", "asked", "trained_member_steps", "g
 
 
 class Checkpointer:
-    """Saves and restores a `Runner` in `directory`, refusing other sweeps' checkpoints."""
+    """Saves and restores a `Runner` in `directory`, refusing other sweeps' checkpoints.
+
+    Used as a context manager, it holds `directory` for the sweep's life (see the
+    module docs): `with checkpointer: runner.run()`.
+    """
 
     def __init__(self, directory: str | os.PathLike, fingerprint: Mapping[str, Any]):
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, _FILE)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
         os.makedirs(self.directory, exist_ok=True)
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self) -> Checkpointer:
+        refused = None
+        if is_main_process():  # the one process that writes checkpoints holds the lock
+            try:
+                self._held.enter_context(exclusive(
+                    os.path.join(self.directory, _LOCK), f"`checkpoint_dir` {self.directory!r}",
+                    "pass another `checkpoint_dir`"))
+            except ValueError as error:
+                refused = error
+        if any_process(refused is not None):  # every process stops, not only process 0
+            raise refused or ValueError(
+                f"`checkpoint_dir` {self.directory!r} is in use by another sweep (process 0 "
+                "says by which); pass another `checkpoint_dir`.")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held.close()
 
     def save(self, runner: Runner) -> None:
         arrays: dict[str, np.ndarray] = {}

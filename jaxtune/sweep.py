@@ -9,6 +9,7 @@ one is given). Each static group of the space (an optimizer name, a layer width
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ import optax
 
 from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
 from jaxtune.checkpoint import Checkpointer, fingerprint_function, fingerprint_values
+from jaxtune.distributed import check_same_on_every_process
 from jaxtune.population import (
     Trainer,
     check_data_form,
@@ -208,6 +210,18 @@ def sweep(
         raise TypeError(f"`strategy` must be a jt.Strategy (e.g. jt.MedianStopping()), got "
                         f"{type(strategy).__name__}.")
     _check_data(data, eval_data, init_params)
+    # Many processes: each must make this same call, checked before the first collective.
+    check_same_on_every_process("`jt.sweep`", {
+        "loss_fn": loss_fn, "init_params": init_params, "make_optimizer": make_optimizer,
+        "space": repr(space), "data": data, "batch_size": batch_size, "steps": steps,
+        "trials": trials, "sampler": sampler, "grid_points": grid_points, "configs": configs,
+        "seeds": seeds, "seed": seed, "eval_fn": eval_fn, "eval_data": eval_data,
+        "eval_every": eval_every, "metric": metric, "mode": mode,
+        "strategy": f"{type(strategy).__module__}.{type(strategy).__qualname__}: {strategy!r}",
+        "members_per_slice": members_per_slice, "members_in_flight": members_in_flight,
+        "devices": None if devices is None else [d.id for d in devices],
+        "checkpoint_every": checkpoint_every, "record_step_loss": record_step_loss,
+        "keep_params": keep_params})
     owned_stream = is_stream(data) and not isinstance(data, HostStream)
     if owned_stream:
         data = HostStream(data)  # one reader, shared by every static group
@@ -292,7 +306,8 @@ def sweep(
             devices=first_trainer.num_devices, keep_params=keep_params,
             record_step_loss=record_step_loss))
     try:
-        return runner.run()
+        with runner.checkpoint or contextlib.nullcontext():  # holds `checkpoint_dir` meanwhile
+            return runner.run()
     finally:
         if owned_stream:
             data.close()

@@ -10,13 +10,16 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import interrupting
 
 import jaxtune as jt
 
@@ -179,3 +182,88 @@ def test_a_checkpoint_of_other_data_of_the_same_shapes_is_refused(tmp_path, argu
     named = "data" if argument == "batch_fn" else argument
     with pytest.raises(ValueError, match=f"holds the checkpoint of a different sweep \\({named}: "):
         tiny_sweep(tmp_path, **OTHER[argument])
+
+
+class Paused(jt.Strategy):
+    """A plain sweep that waits at its first decision until `resume` is set."""
+
+    def __init__(self):
+        self.running, self.resume = threading.Event(), threading.Event()
+
+    def decide(self, search, report):
+        self.running.set()
+        assert self.resume.wait(timeout=120)
+        return super().decide(search, report)
+
+
+def test_a_second_sweep_on_a_checkpoint_dir_in_use_is_refused(tmp_path):
+    paused, outcome = Paused(), {}
+
+    def first():
+        try:
+            outcome["result"] = tiny_sweep(tmp_path, strategy=paused)
+        except BaseException as error:  # reported by the assertions below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert paused.running.wait(timeout=120)
+        lock = tmp_path / "sweep.lock"
+        with pytest.raises(ValueError, match=re.escape(
+                f"`checkpoint_dir` {str(tmp_path)!r} is in use by process {os.getpid()} on host "
+                f"{socket.gethostname()!r} (lock file {lock}); wait for it to end, or pass another "
+                f"`checkpoint_dir`. If that process is not running, delete {lock}.")):
+            tiny_sweep(tmp_path)
+    finally:
+        paused.resume.set()
+        thread.join()
+    assert "error" not in outcome, outcome
+    assert os.listdir(tmp_path) == ["sweep.npz"]  # the lock went with the first sweep
+    paused = Paused()
+    paused.resume.set()
+    resumed = tiny_sweep(tmp_path, strategy=paused)  # the first one's checkpoint, intact
+    np.testing.assert_array_equal(resumed.train_loss, outcome["result"].train_loss)
+
+
+def write_lock(directory, pid, host):
+    directory.mkdir(exist_ok=True)
+    (directory / "sweep.lock").write_text(json.dumps({"pid": pid, "host": host}))
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
+    dead = dead_pid()
+    write_lock(tmp_path, dead, socket.gethostname())
+    lock = tmp_path / "sweep.lock"
+    with pytest.warns(RuntimeWarning, match=re.escape(f"took over the lock {lock} of process "
+                                                      f"{dead} on this host, which no longer runs")):
+        tiny_sweep(tmp_path)
+    assert os.listdir(tmp_path) == ["sweep.npz"]
+
+
+def test_a_lock_held_from_another_host_is_refused(tmp_path):
+    write_lock(tmp_path, 1, "another-host")
+    with pytest.raises(ValueError, match="is in use by process 1 on host 'another-host'"):
+        tiny_sweep(tmp_path)
+    (tmp_path / "sweep.lock").write_text("")  # a lock file that says nothing
+    with pytest.raises(ValueError, match=re.escape(f"delete {tmp_path / 'sweep.lock'}")):
+        tiny_sweep(tmp_path)
+
+
+class Failing(jt.Strategy):
+    def decide(self, search, report):
+        raise RuntimeError("a bug in the strategy")
+
+
+InterruptAt = interrupting(jt.Strategy)
+
+
+def test_the_lock_is_released_at_the_end_on_an_exception_and_on_ctrl_c(tmp_path):
+    with pytest.raises(RuntimeError, match="a bug in the strategy"):
+        tiny_sweep(tmp_path / "failed", strategy=Failing())
+    assert os.listdir(tmp_path / "failed") == []
+    with pytest.raises(jt.SweepInterrupted):
+        tiny_sweep(tmp_path / "interrupted", strategy=InterruptAt(1))
+    assert os.listdir(tmp_path / "interrupted") == ["sweep.npz"]
+    tiny_sweep(tmp_path / "interrupted", strategy=InterruptAt(0))  # resumes: nothing holds it
+    assert os.listdir(tmp_path / "interrupted") == ["sweep.npz"]
