@@ -164,7 +164,9 @@ def sweep(
         `init_params` by value (a hash of every byte of an array up to 64 MiB, of
         rows spread over a larger one); a `batch_fn` or an `init_fn` by name and
         the arrays it refers to directly (closure, module globals); an iterable of
-        batches by the shapes of its batches. Another sweep's checkpoint is refused.
+        batches by the shapes of its batches. Another sweep's checkpoint is refused,
+        and so is a second sweep on a `checkpoint_dir` in use (`sweep.lock` there
+        names the process holding it).
       checkpoint_every: write the checkpoint every this many rounds of record points.
       record_step_loss: also keep the training loss of every step.
       keep_params: which members' final parameters (and model state) the result keeps:
