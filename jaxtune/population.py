@@ -81,6 +81,7 @@ import collections
 import functools
 import inspect
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -477,6 +478,25 @@ def _loss_hint(error: Exception) -> str:
     return ""
 
 
+def _dynamic_shape_hint(error: Exception) -> str | None:
+    """For JAX's "Shapes must be 1D sequences of concrete values": which dimension to make static.
+
+    JAX's own advice (`static_argnums`) cannot be applied to jaxtune's programs.
+    """
+    text = str(error)
+    if not text.startswith("Shapes must be 1D sequences of concrete values"):
+        return None
+    names = list(dict.fromkeys(re.findall(r"argument hp\['([^']+)'\]", text)))
+    name = names[0] if names else "name"
+    which = f"The hyperparameter `{name}`" if names else "A hyperparameter"
+    return (
+        f"{text.splitlines()[0]} {which} sets a shape, but it is dynamic: a traced array, so "
+        f"that new values never recompile. Make the dimension static (each value then compiles "
+        f"its own program): `{name}=jt.choice([...], static=True)` or `jt.fixed(..., "
+        f"static=True)`; `jt.randint` and the other ranges are always dynamic."
+    )
+
+
 class Trainer:
     """Trains a population of members with one compiled program per shape.
 
@@ -815,6 +835,9 @@ class Trainer:
                     "make_optimizer", "loss_fn", "eval_fn", "init_fn", "init_params",
                     "batch_fn", "model_state")):
                 raise
+            shape = _dynamic_shape_hint(err)
+            if shape is not None:
+                raise TypeError(f"`{role}` failed on the shapes of one member: {shape}") from None
             try:
                 named = type(err)(f"`{role}` failed on the shapes of one member: {err}")
             except Exception:  # JAX's own errors take other arguments

@@ -291,6 +291,24 @@ def test_init_fn_returning_non_finite_parameters_is_refused_before_training(monk
                  data=DATA, batch_size=16, steps=5, progress=False)
 
 
+@pytest.mark.parametrize("width", [jt.randint(8, 64), jt.fixed(64)])
+def test_a_shape_from_a_dynamic_hyperparameter_says_to_make_it_static(width):
+    def init_wide(key, width):
+        return {"w": jax.random.normal(key, (6, width)), "v": jnp.zeros((width, 1))}
+
+    def loss_fn(params, batch):
+        return jnp.mean((batch[0] @ params["w"] @ params["v"] - batch[1]) ** 2)
+
+    with pytest.raises(TypeError, match=r"`init_fn` failed.*got \(6, .*hyperparameter `width` "
+                                        r"sets a shape.*`width=jt.choice\(\[\.\.\.\], "
+                                        r"static=True\)` or `jt.fixed\(\.\.\., static=True\)`"
+                       ) as raised:
+        jt.sweep(loss_fn, init_wide, lambda learning_rate: optax.sgd(learning_rate),
+                 jt.Space(learning_rate=jt.fixed(0.1), width=width), data=DATA, batch_size=16,
+                 steps=5, trials=2, progress=False)
+    assert "static_argnums" not in str(raised.value)  # JAX's advice cannot be applied here
+
+
 def test_seed_index_out_of_range():
     with pytest.raises(ValueError, match=r"`seed` indices must lie in \[0, 3\)"):
         run(trainer(devices=jax.devices()[:1]), [0.1], [0.0], [3])
