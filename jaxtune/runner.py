@@ -940,7 +940,7 @@ def check_kept_memory(keep_params: Any, members: int, seeds: int, member_trees: 
       ValueError: with the estimate and the `keep_params` values that fit.
     """
     best = kept_configurations(keep_params)
-    if keep_params is False or not members:
+    if (best is None and not keep_params) or not members:
         return
     available = host_memory_available() if available is None else available
     if available is None:
