@@ -12,8 +12,10 @@ generated from the docstrings of every name in `jaxtune.__all__`.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import inspect
+import json
 import pathlib
 import re
 import shutil
@@ -51,7 +53,7 @@ extensions = [
 ]
 
 # Markdown with `$...$` math; notebooks are shown as committed, never re-run.
-myst_enable_extensions = ["dollarmath", "colon_fence", "substitution"]
+myst_enable_extensions = ["dollarmath", "colon_fence", "deflist", "substitution"]
 myst_substitutions = {"repository_url": repository_url, "issues_url": issues_url}
 myst_heading_anchors = 3
 nb_execution_mode = "off"
@@ -100,7 +102,7 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
 }
-exclude_patterns = ["_build", ".gitignore", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_generated", "_inventories", ".gitignore", "**.ipynb_checkpoints"]
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
 
@@ -263,5 +265,50 @@ def _write_if_changed(path: pathlib.Path, text: str) -> None:
         path.write_text(text)
 
 
+# --------------------------------------------------------------------------- first sweep
+
+FIRST_SWEEP = "lr_sweep"   # the notebook that Getting started shows, cell by cell
+
+
+def _write_first_sweep() -> None:
+    """Writes `_generated/first_sweep.md` from the committed `notebooks/lr_sweep.ipynb`:
+    its cells after the title, each code cell followed by the outputs it was executed
+    with (text, the pandas tables, the plot). Getting started includes it, so the code
+    a reader copies is the code that produced the numbers beside it."""
+    target = DOCS / "_generated"
+    target.mkdir(exist_ok=True)
+    cells = json.loads((ROOT / "notebooks" / f"{FIRST_SWEEP}.ipynb").read_text())["cells"]
+    parts, images = [], set()
+    for index, cell in enumerate(cells[1:], start=1):
+        source = "".join(cell["source"]).rstrip()
+        if cell["cell_type"] == "markdown":
+            parts.append(re.sub(r"^(#+) ", r"#\1 ", source, flags=re.M))
+            continue
+        parts.append(f"```python\n{source}\n```")
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" in data:
+                name = f"{FIRST_SWEEP}_{index}.png"
+                _write_if_changed_bytes(target / name, base64.b64decode(data["image/png"]))
+                images.add(name)
+                parts.append(f"![The plot of cell {index}](/_generated/{name})")
+            elif "text/html" in data:
+                parts.append("```{raw} html\n" + "".join(data["text/html"]).rstrip() + "\n```")
+            else:
+                text = "".join(output.get("text") or data.get("text/plain", "")).rstrip()
+                if text:
+                    parts.append(f"```text\n{text}\n```")
+    _write_if_changed(target / "first_sweep.md", "\n\n".join(parts) + "\n")
+    for stale in target.glob("*.png"):
+        if stale.name not in images:
+            stale.unlink()
+
+
+def _write_if_changed_bytes(path: pathlib.Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
 _copy_notebooks()
 _write_api_pages()
+_write_first_sweep()
