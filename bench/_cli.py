@@ -1,11 +1,18 @@
-"""What every benchmark script shares: progress lines, integer flags, tables, workers."""
+"""What every benchmark script shares: progress lines, integer flags, tables, workers, JSON.
+
+`--json PATH` (`add_json_option`, `write_json`) writes a script's measurements with
+the machine and the date they were taken on; `bench/tables.py` turns the files kept
+in `bench/results/` into the tables of README.md and docs/comparison.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -94,3 +101,34 @@ class CompileLog(logging.Handler):
         self._logger.removeHandler(self)
         self._logger.propagate = self._propagate
         return False
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json PATH`: write the measurements, with the machine and date, to PATH."""
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="write the measurements, with the machine and date, to PATH "
+                             "(bench/tables.py reads the files kept in bench/results/)")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores this process may use, accelerators."""
+    import jax
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": platform.processor() or platform.machine(), "cores_used": cores,
+            "cores": os.cpu_count(), "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "backend": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()}),
+            "jax": jax.__version__, "python": platform.python_version()}
+
+
+def write_json(path: str | None, results: Any) -> None:
+    """Writes `results` to `path` (nothing when None) as `{"script", "command", "date",
+    "machine", "results"}`, the record `bench/tables.py` reads."""
+    if path is None:
+        return
+    record = {"script": os.path.basename(sys.argv[0]),
+              "command": " ".join(["python", "bench/" + os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+              "machine": machine(), "results": results}
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1, default=str)

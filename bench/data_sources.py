@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _cli import log, positive, table
+from _cli import add_json_option, log, positive, table, write_json
 
 import jaxtune as jt
 
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=positive, default=50)
     parser.add_argument("--members", type=positive, default=32)
     parser.add_argument("--repeats", type=positive, default=3)
+    add_json_option(parser)
     args = parser.parse_args()
     steps = args.steps - args.steps % args.chunk
     data = jt.load_digits()
@@ -115,6 +116,8 @@ def main() -> None:
                 f"batch 128, 1 {device[0].platform} device (median of {args.repeats})",
                 ["data", "member-steps/s", "vs in-memory"],
                 [(name, f"{rate:,.0f}", f"{rate / base:.2f}x") for name, rate in rows]))
+    write_json(args.json, {"members": args.members, "steps": steps, "chunk": args.chunk,
+                           "member_steps_per_s": dict(rows)})
 
 
 if __name__ == "__main__":

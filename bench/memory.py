@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from _cli import log, parse_ints, positive, run_json_worker, table
+from _cli import log, parse_ints, positive, run_json_worker, table, write_json
 
 DEFAULT_SIZES = (256, 1024, 4096)
 DEFAULT_STEPS = 20
@@ -201,9 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     results = measure(args)
     print(f"benchmark wall time {time.perf_counter() - start:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

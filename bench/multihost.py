@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from _cli import add_json_option, write_json
+
 WORKER = r"""
 import json, sys
 import jax
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.members, args.steps, args.repeats = 32, 100, 1
@@ -93,6 +96,8 @@ def main() -> None:
     ratio = rows["processes"][0] / rows["devices"][0]
     print(f"2 processes / 1 process throughput: {ratio:.2f}x "
           f"(wall time {time.perf_counter() - start:.0f} s)")
+    write_json(args.json, {"members": args.members, "steps": args.steps, "repeats": args.repeats,
+                           "member_steps_per_s": {k: v[0] for k, v in rows.items()}, "ratio": ratio})
 
 
 if __name__ == "__main__":

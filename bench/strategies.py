@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import optax
+from _cli import add_json_option, write_json
 
 import jaxtune as jt
 from jaxtune.demo import cross_entropy, digits_space, evaluate, mlp_init
@@ -27,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    add_json_option(parser)
     args = parser.parse_args()
     trials, steps, eval_every = (27, 270, 10) if args.quick else (81, 810, 30)
     data = jt.load_digits()
@@ -100,6 +102,8 @@ def main() -> None:
     schedule = schedules[0]
     print("  " + ", ".join(f"{s}: {lr:.2g}" for s, lr in zip(schedule["step"],
                                                           schedule["learning_rate"])))
+    write_json(args.json, {"trials": trials, "steps": steps, "repeats": args.repeats, "methods": rows,
+                           "lr_find": {"rates": found_rates, "accuracy": found_accuracy}})
 
 
 if __name__ == "__main__":

@@ -55,13 +55,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _cli import CompileLog, log, parse_ints, run_json_worker, table
+from _cli import CompileLog, log, parse_ints, run_json_worker, table, write_json
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxtune as jt
 from jaxtune.demo import LAYER_SIZES, cross_entropy, mlp_init
-from jaxtune.population import default_eval_every
+from jaxtune.engine import default_eval_every
 
 sweep_module = importlib.import_module("jaxtune.sweep")  # `jaxtune.sweep` is also the function
 
@@ -692,9 +692,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(f"benchmark wall time {elapsed:.0f} s; load average at the end {load}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

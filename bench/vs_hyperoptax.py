@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _cli import CompileLog, log, parse_ints, positive, run_json_worker, table
+from _cli import CompileLog, log, parse_ints, positive, run_json_worker, table, write_json
 
 # `python bench/vs_hyperoptax.py` puts bench/ on the path: the workload and its
 # key derivation are sweep_speed's, so the two benchmarks time the same thing.
@@ -280,9 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     results = compare(args)
     print(f"benchmark wall time {time.perf_counter() - start:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

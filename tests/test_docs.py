@@ -7,6 +7,7 @@ so this runs in CI; it is skipped only where they are not installed.
 """
 
 import html.parser
+import importlib.util
 import json
 import pathlib
 import re
@@ -288,3 +289,61 @@ def test_how_to_recipes_run_after_the_landing_page_example(page, tmp_path, monke
     namespace: dict = {}
     for block in [setup, *recipes]:
         exec(compile(block, f"docs/howto/{page}.md", "exec"), namespace)
+
+
+# ------------------------------------------------------------------------------ benchmark figures
+
+@pytest.fixture
+def bench_tables(monkeypatch):
+    """bench/tables.py and bench/_cli.py, imported as the bench scripts import them."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import _cli
+
+    # By path: "tables" alone could be PyTables.
+    spec = importlib.util.spec_from_file_location("bench_tables", ROOT / "bench" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    return tables, _cli
+
+
+def test_benchmark_tables_in_the_readme_and_docs_are_written_from_the_bench_records(bench_tables):
+    tables, _ = bench_tables
+    shown = set()
+    for page in tables.PAGES:
+        text = page.read_text()
+        assert tables.render(text) == text, (
+            f"{page.name}'s benchmark tables differ from bench/results/; run `python bench/tables.py`")
+        shown |= {match["name"] for match in tables.MARKER.finditer(text)}
+    assert shown == set(tables.TABLES)
+    for path in sorted((ROOT / "bench" / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", record["date"]), path.name
+        assert record["machine"] and record["command"].startswith("python bench/"), path.name
+
+
+def test_a_changed_record_changes_every_page_that_quotes_it(bench_tables, tmp_path, monkeypatch):
+    tables, _ = bench_tables
+    for path in (ROOT / "bench" / "results").glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    record = json.loads((tmp_path / "vs_hyperoptax.json").read_text())
+    record["summary"]["cells"][0]["ratio"] = 0.5
+    (tmp_path / "vs_hyperoptax.json").write_text(json.dumps(record))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    for page in tables.PAGES:
+        assert "0.50×" in tables.render(page.read_text()), page.name
+
+
+def test_a_bench_scripts_json_becomes_a_record_the_tables_read(bench_tables, tmp_path, monkeypatch):
+    """`--json` writes the machine and date beside the script's own results, and the
+    tables summarize those results as they would a transcribed record."""
+    tables, cli = bench_tables
+    raw = {"members": 2, "steps": 10, "chunk": 10,
+           "member_steps_per_s": {"in-memory arrays": 100.0, "host iterator": 90.0}}
+    monkeypatch.setattr(sys, "argv", ["bench/data_sources.py", "--steps", "10"])
+    cli.write_json(str(tmp_path / "data_sources_cpu.json"), raw)
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    record = tables.load("data_sources_cpu")
+    assert record["command"] == "python bench/data_sources.py --steps 10"
+    assert record["summary"]["member_steps_per_s"]["host iterator"] == 90.0
+    assert record["machine"]["backend"] == "cpu" and record["machine"]["cores_used"] >= 1
+    assert re.match(r"\d{4}-\d\d-\d\d, \d+ of \d+ cores", tables.measured_on(record))
