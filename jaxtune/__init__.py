@@ -57,7 +57,7 @@ from .devices import (
 )
 
 # The population trainer.
-from .population import (
+from .engine import (
     PopulationState as PopulationState,
     Trainer as Trainer,
 )

@@ -39,7 +39,7 @@ import numpy as np
 
 from jaxtune._io import exclusive, write_atomically
 from jaxtune.distributed import any_process, gather, is_main_process, sync
-from jaxtune.population import PopulationState
+from jaxtune.engine import PopulationState
 
 if TYPE_CHECKING:
     from jaxtune.runner import Runner

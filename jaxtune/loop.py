@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtune.population import _select, _signature
+from jaxtune.engine import _select, _signature
 
 
 def _members(hparams: Mapping[str, Any]) -> int:

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from jaxtune.distributed import any_process, gather, is_main_process, place
-from jaxtune.population import PopulationState, Trainer
+from jaxtune.engine import PopulationState, Trainer
 from jaxtune.recorder import Recorder
 from jaxtune.results import SweepResult, final_values, trial_stats
 from jaxtune.space import ConfigStream, LogUniform, Space, Table

@@ -21,7 +21,7 @@ import optax
 from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
 from jaxtune.checkpoint import Checkpointer, fingerprint_function, fingerprint_values
 from jaxtune.distributed import check_same_on_every_process
-from jaxtune.population import (
+from jaxtune.engine import (
     Trainer,
     check_data_form,
     check_finite_leaves,

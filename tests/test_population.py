@@ -8,7 +8,6 @@ import optax
 import pytest
 
 import jaxtune as jt
-from jaxtune.population import Trainer
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 6)).astype(np.float32)
@@ -34,7 +33,7 @@ def make_sgd(learning_rate, momentum):
 def trainer(**kwargs):
     options = dict(init_params=init_fn, data=DATA, batch_size=16, num_seeds=3, key=7)
     options.update(kwargs)
-    return Trainer(mse, make_sgd, **options)
+    return jt.Trainer(mse, make_sgd, **options)
 
 
 def run(t, learning_rate, momentum, seed, steps=20):
@@ -156,7 +155,7 @@ def test_new_hyperparameter_values_do_not_retrace():
         traces.append(1)
         return mse(params, batch)
 
-    t = Trainer(counted_loss, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
+    t = jt.Trainer(counted_loss, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
     run_state = lambda lr: t.train(t.init({"learning_rate": np.array(lr, np.float32),
                                            "momentum": np.zeros(2, np.float32)}), 5)
     run_state([0.1, 0.2])
@@ -168,7 +167,7 @@ def test_new_hyperparameter_values_do_not_retrace():
 
 
 def test_a_new_matmul_precision_compiles_a_new_program():
-    t = Trainer(mse, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
+    t = jt.Trainer(mse, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
     state = t.init({"learning_rate": np.full(2, 0.1, np.float32), "momentum": np.zeros(2, np.float32)})
     t.train(state, 3)
     before = t.compiles
@@ -188,7 +187,7 @@ def test_loss_with_aux_and_key_and_shared_init_params():
         value = mse(params, batch) + noise
         return value, {"mse": value}
 
-    t = Trainer(loss, lambda learning_rate: optax.adam(learning_rate),
+    t = jt.Trainer(loss, lambda learning_rate: optax.adam(learning_rate),
                 init_params={"w": jnp.zeros((6, 1)), "b": jnp.zeros(1)}, data=DATA, batch_size=20)
     _, losses = t.train(t.init({"learning_rate": np.array([0.01, 0.1], np.float32)}), 30)
     assert keys_seen and losses.shape == (2, 30)
@@ -220,7 +219,7 @@ def test_hyperparameters_route_to_loss_and_init_by_name():
     def init(key, init_scale):
         return {"w": init_scale * jnp.ones((6, 1)), "b": jnp.zeros(1)}
 
-    t = Trainer(loss, lambda learning_rate: optax.sgd(learning_rate), init_params=init,
+    t = jt.Trainer(loss, lambda learning_rate: optax.sgd(learning_rate), init_params=init,
                 data=DATA, batch_size=200)
     hp = {"learning_rate": np.full(2, 0.0, np.float32), "l2": np.array([0.0, 1.0], np.float32),
           "init_scale": np.array([1.0, 2.0], np.float32)}
@@ -249,7 +248,7 @@ def test_constructor_errors(kwargs, error, message):
 
 
 def test_non_scalar_loss_is_rejected_before_compiling():
-    t = Trainer(lambda p, b: (b[0] @ p["w"]).ravel(), make_sgd, init_params=init_fn, data=DATA,
+    t = jt.Trainer(lambda p, b: (b[0] @ p["w"]).ravel(), make_sgd, init_params=init_fn, data=DATA,
                 batch_size=8, devices=jax.devices()[:1])
     with pytest.raises(ValueError, match=r"scalar floating-point loss .*got shape \(8,\)"):
         run(t, [0.1], [0.0], [0])
@@ -266,7 +265,8 @@ def test_routing_errors_name_the_hyperparameter():
 
 
 def test_init_fn_returning_non_finite_parameters_is_refused_before_training(monkeypatch):
-    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("trained"))
+    for name in ("train", "train_with_metrics"):
+        monkeypatch.setattr(jt.Trainer, name, lambda *a, **k: pytest.fail("trained"))
 
     def init_by_rate(key, learning_rate):  # a NaN weight for the larger learning rates
         params = init_fn(key)
@@ -367,7 +367,7 @@ def test_callable_pytree_of_arrays_is_taken_as_parameters():
     model = Linear(jnp.zeros((6, 1)), jnp.zeros(1))
     assert jt.population.is_init_function(init_fn)
     assert not jt.population.is_init_function(model)
-    t = Trainer(lambda m, batch: jnp.mean((m(batch[0]) - batch[1]) ** 2),
+    t = jt.Trainer(lambda m, batch: jnp.mean((m(batch[0]) - batch[1]) ** 2),
                 lambda learning_rate: optax.sgd(learning_rate), init_params=model, data=DATA,
                 batch_size=20, devices=jax.devices()[:1])
     state, losses = t.train(t.init({"learning_rate": np.array([0.0, 0.1], np.float32)}), 20)

@@ -16,7 +16,6 @@ import pytest
 from conftest import interrupting, rounding
 
 import jaxtune as jt
-from jaxtune.population import Trainer
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(96, 4)).astype(np.float32)
@@ -40,7 +39,7 @@ def make_adam(learning_rate):
 
 
 def trainer():
-    return Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
+    return jt.Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
                    num_seeds=2, key=5, devices=ONE_DEVICE)
 
 
@@ -175,7 +174,7 @@ def test_a_copied_member_keeps_its_own_seed_and_data_stream():
     result = run_sweep(trials=1, strategy=CopyAtFirstRecord(copy={1: 0}), keep_params=True)
     np.testing.assert_array_equal(result.seed, [0, 1])
     np.testing.assert_array_equal(result.lineage, [[4, 1, 0]])
-    t = Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
+    t = jt.Trainer(aux_loss, make_adam, init_params=init_fn, data=DATA, batch_size=8,
                 num_seeds=2, key=1, devices=ONE_DEVICE)
     hp = {"learning_rate": np.repeat(result.hparams["learning_rate"][:1], 2)}
     state, _ = t.train(t.init(hp, np.array([0, 1])), 4)

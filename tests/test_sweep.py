@@ -9,7 +9,6 @@ import pytest
 from conftest import ENGINE_PROGRAMS
 
 import jaxtune as jt
-from jaxtune.population import Trainer
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(160, 5)).astype(np.float32)
@@ -194,7 +193,7 @@ def test_no_retrace_when_only_hyperparameter_values_change():
         calls.append(1)
         return mse(params, batch)
 
-    trainer = Trainer(loss, make_sgd, init_params=init_fn, data=DATA, batch_size=16,
+    trainer = jt.Trainer(loss, make_sgd, init_params=init_fn, data=DATA, batch_size=16,
                       devices=jax.devices()[:1])
     for lrs in ([0.1, 0.2], [0.01, 0.3], [1e-4, 1e-3]):
         trainer.train(trainer.init({"learning_rate": np.array(lrs, np.float32)}), 5)
