@@ -199,11 +199,19 @@ SECTIONS = {
 
 
 def _section(obj) -> str:
+    """The section of SECTIONS for the module that defines `obj`: the first part of its
+    dotted path that names one (`jaxtune.engine.population` -> `jaxtune.population`),
+    so a module moved into a sub-package keeps its section."""
     module = getattr(obj, "__module__", None) or "jaxtune"
-    for prefix in SECTIONS:
-        if module == prefix or module.startswith(prefix + "."):
-            return prefix
+    for part in module.split(".")[1:]:
+        if f"jaxtune.{part}" in SECTIONS:
+            return f"jaxtune.{part}"
     return module
+
+
+def _title(key: str) -> str:
+    """A section's title: SECTIONS's, else the module's last name in words ("Engine")."""
+    return SECTIONS.get(key) or key.rsplit(".", 1)[-1].replace("_", " ").capitalize()
 
 
 def _directive(name: str, obj) -> str:
@@ -243,7 +251,7 @@ def _write_api_pages() -> None:
     ]
     for key in order:
         slug = key.replace("jaxtune.", "") or "jaxtune"
-        title = SECTIONS.get(key, f"``{key}``")
+        title = _title(key)
         index.append(f"   {slug}")
         lines = [title, "=" * len(title), ""]
         doc = inspect.getdoc(sys.modules.get(key)) if key in sys.modules else None
