@@ -226,10 +226,28 @@ def step_population(loss_fn: Callable, make_optimizer: Callable[..., optax.Gradi
 
 
 def get_member(tree: Any, index: int) -> Any:
-    """Member `index` of a stacked tree (its leaves without the member axis)."""
+    """Member `index` of a stacked tree (its leaves without the member axis).
+
+    Args:
+      tree: a stacked tree [M, ...]: parameters, an optimizer or model state.
+      index: the member, in [0, M).
+
+    Returns:
+      The tree of member `index`, each leaf without its leading axis.
+    """
     return jax.tree_util.tree_map(lambda a: a[index], tree)
 
 
 def set_member(tree: Any, index: int, member: Any) -> Any:
-    """A copy of the stacked `tree` whose member `index` is `member` (unstacked)."""
+    """A copy of the stacked `tree` whose member `index` is `member` (unstacked).
+
+    Args:
+      tree: a stacked tree [M, ...] (JAX arrays); it is not modified.
+      index: the member to replace, in [0, M).
+      member: one member's tree, of `tree`'s structure without the member axis
+        (e.g. from `get_member`).
+
+    Returns:
+      The stacked tree with member `index` replaced.
+    """
     return jax.tree_util.tree_map(lambda a, b: a.at[index].set(b), tree, member)

@@ -158,6 +158,16 @@ def test_api_signatures_show_no_raw_markup(site):
             assert raw not in text, f"{page.path.name} shows {raw!r}"
 
 
+def test_every_public_function_documents_its_arguments(site):
+    """A function that takes arguments has an `Args:` section (a Parameters field)."""
+    entry = re.compile(r'<dl class="py function">\s*<dt class="sig[^"]*" id="(jaxtune\.\w+)">(.*?)</dt>'
+                       r"\s*<dd>(.*?)</dd>\s*</dl>", re.S)
+    undocumented = [name for page in sorted((site / "api").glob("*.html"))
+                    for name, signature, body in entry.findall(page.read_text())
+                    if "sig-param" in signature and "Parameters" not in body]
+    assert not undocumented, f"functions without `Args:`: {undocumented}"
+
+
 def test_long_signatures_put_one_parameter_per_line(site):
     page = (site / "api" / "sweep.html").read_text()
     start = page.index('id="jaxtune.sweep"')
