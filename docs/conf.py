@@ -6,8 +6,12 @@ Build (from the repository root, after `pip install -e '.[docs]'`):
 
 `-W` turns every warning into an error; `tests/test_docs.py` runs the same
 command in the test suite. Nothing is executed: the notebooks in `notebooks/` are
-rendered with the outputs they were committed with, and the API reference is
-generated from the docstrings of every name in `jaxtune.__all__`.
+rendered with the outputs they were committed with (Getting started includes
+`notebooks/lr_sweep.ipynb` cell by cell, written to `_generated/`), and the API
+reference is generated from the docstrings of every name in `jaxtune.__all__`.
+Nothing is fetched either: MathJax comes from the `sphinx-mathjax-offline`
+package and the intersphinx inventories from `_inventories/`, so the build and the
+site work without a network.
 """
 
 from __future__ import annotations
