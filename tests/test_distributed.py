@@ -1,6 +1,7 @@
 """Two processes under jax.distributed run the same sweep as one process with two devices."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import rounding
@@ -33,13 +35,18 @@ SCRIPT = textwrap.dedent("""
             return super().decide(search, report)
 
     strategy = DieAt(min_steps=4, min_trials=2) if sys.argv[6] == "median" else None
+    # Process 1 runs other code ("scaled": its loss x3) or another budget ("steps").
+    other = process_id == 1
     result = run_sweep(jax.devices(), strategy, checkpoint_dir=sys.argv[7] or None,
-                       stream=sys.argv[6] == "stream")
+                       stream=sys.argv[6] == "stream",
+                       loss_scale=3.0 if other and sys.argv[6] == "scaled" else 1.0,
+                       steps=32 if other and sys.argv[6] == "steps" else 16)
     result.save(os.path.join(sys.argv[3], f"result-{process_id}.npz"))
 """)
 
 
-def run_sweep(devices, strategy=None, checkpoint_dir=None, stream=False):
+def run_sweep(devices, strategy=None, checkpoint_dir=None, stream=False, loss_scale=1.0,
+              steps=16):
     """A small sweep; with `stream`, its batches come from a generator (the same in every
     process), placed on the devices of both processes chunk by chunk."""
     import jax.numpy as jnp
@@ -53,13 +60,13 @@ def run_sweep(devices, strategy=None, checkpoint_dir=None, stream=False):
         return {"w": 0.3 * jax.random.normal(key, (3, 1)), "b": jnp.zeros(1)}
 
     def loss(params, batch):
-        return jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
+        return loss_scale * jnp.mean((batch[0] @ params["w"] + params["b"] - batch[1]) ** 2)
 
     order = rng.integers(0, 64, size=(16, 8))
     data = ((x[rows], y[rows]) for rows in order) if stream else (x, y)
     return jt.sweep(loss, init_fn, lambda learning_rate: optax.adam(learning_rate),
                     jt.Space(learning_rate=jt.loguniform(1e-3, 0.3)), data=data,
-                    eval_data=(x, y), batch_size=8, steps=16, eval_every=4, trials=4, seeds=2,
+                    eval_data=(x, y), batch_size=8, steps=steps, eval_every=4, trials=4, seeds=2,
                     devices=devices, progress=False, strategy=strategy,
                     checkpoint_dir=checkpoint_dir)
 
@@ -136,3 +143,46 @@ def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path, l
         assert process.returncode == 0, err[-3000:]
     expected = run_sweep(jax.devices()[:2], jt.MedianStopping(min_steps=4, min_trials=2))
     assert_same(jt.SweepResult.load(tmp_path / "result-0.npz"), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, differs", [
+    ("scaled", r"`loss_fn` \(process 0: test_distributed\.run_sweep\.<locals>\.loss, digest "
+               r"(\w+); process 1: test_distributed\.run_sweep\.<locals>\.loss, digest (?!\1)"),
+    ("steps", r"`steps` \(process 0: 16; process 1: 32\)"),
+])
+def test_processes_making_different_sweeps_are_refused_naming_the_difference(launch, kind,
+                                                                            differs):
+    for process in launch(kind):
+        _, err = process.communicate(timeout=300)
+        assert process.returncode != 0, "a mixed result must not pass"
+        assert re.search(r"`jt.sweep` is not the same on every process: " + differs, err), \
+            err[-3000:]
+
+
+def helper(params, batch):
+    # A set constant: its iteration order differs between processes (PYTHONHASHSEED).
+    power = 2 if "squared" in {"squared", "absolute", "huber"} else 1
+    return jnp.mean((batch[0] @ params - batch[1]) ** power)
+
+
+def scaled_loss(scale):
+    def loss(params, batch):
+        return scale * helper(params, batch)
+    return loss
+
+
+@pytest.mark.slow
+def test_fingerprint_follows_closures_and_helpers_not_the_process(monkeypatch):
+    fingerprint = jt.distributed.fingerprint
+    one = fingerprint(scaled_loss(1.0))
+    assert fingerprint(scaled_loss(1.0)) == one != fingerprint(scaled_loss(3.0))
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path.insert(0, {here!r}); import jaxtune as jt, "
+            "test_distributed as t; print(jt.distributed.fingerprint(t.scaled_loss(1.0)))")
+    for seed in ("1", "2"):
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONHASHSEED": seed}, check=True, timeout=120)
+        assert other.stdout.strip() == one
+    monkeypatch.setattr(sys.modules[__name__], "helper", lambda params, batch: 0.0)
+    assert fingerprint(scaled_loss(1.0)) != one  # a helper it calls changed
