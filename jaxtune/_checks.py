@@ -124,3 +124,8 @@ def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
         shown = ", ".join(map(repr, allowed))
         raise ValueError(f"`{name}` must be one of {shown}, got {name}={value!r}.")
     return value
+
+
+def integer(name: str, value: Any, hint: str = "") -> int:
+    """`value` as an int; TypeError unless it is an integer (of any sign; bools are not)."""
+    return _int(name, value, -float("inf"), "an int", hint)
