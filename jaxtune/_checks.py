@@ -93,12 +93,12 @@ def _hint(hint: str) -> str:
 
 def positive_int(name: str, value: Any, hint: str = "") -> int:
     """`value` as an int; TypeError unless it is an integer, ValueError unless it is >= 1."""
-    return _int(name, value, 1, "a positive int", hint)
+    return _int(name, value, 1, "a positive integer", hint)
 
 
 def nonnegative_int(name: str, value: Any, hint: str = "") -> int:
     """`value` as an int; TypeError unless it is an integer, ValueError unless it is >= 0."""
-    return _int(name, value, 0, "a non-negative int", hint)
+    return _int(name, value, 0, "a non-negative integer", hint)
 
 
 def _int(name: str, value: Any, minimum: int, what: str, hint: str) -> int:
@@ -129,3 +129,15 @@ def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
 def integer(name: str, value: Any, hint: str = "") -> int:
     """`value` as an int; TypeError unless it is an integer (of any sign; bools are not)."""
     return _int(name, value, -float("inf"), "an int", hint)
+
+
+def index(name: str, value: Any, size: int, what: str) -> int:
+    """`value` as an int in 0..size-1, a position among `size` `what` (e.g. "members");
+    TypeError unless it is an integer, ValueError unless it is in range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer index into the {size} {what}, got "
+                        f"{type(value).__name__} {value!r}.")
+    if not 0 <= value < size:
+        raise ValueError(f"`{name}` must be one of the {size} {what} (0..{size - 1}), got "
+                         f"{name}={int(value)}.")
+    return int(value)
