@@ -128,7 +128,7 @@ def one_of(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
 
 def integer(name: str, value: Any, hint: str = "") -> int:
     """`value` as an int; TypeError unless it is an integer (of any sign; bools are not)."""
-    return _int(name, value, -float("inf"), "an int", hint)
+    return _int(name, value, -float("inf"), "an integer", hint)
 
 
 def index(name: str, value: Any, size: int, what: str) -> int:

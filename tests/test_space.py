@@ -1,4 +1,4 @@
-"""Tests for jaxtune.space: dimensions, samplers and the hyperparameter table."""
+"""Tests for jaxtune.space: dimensions, samplers, the stream and the hyperparameter table."""
 
 import itertools
 import math
@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.stats import qmc
 
 import jaxtune as jt
-import jaxtune.space as space_module
+import jaxtune.space.values as values_module
 from jaxtune.space import (
     SAMPLERS,
     Choice,
@@ -22,6 +22,7 @@ from jaxtune.space import (
     LogUniform,
     RandInt,
     Uniform,
+    samplers,
 )
 
 F32 = np.float32
@@ -323,9 +324,10 @@ def test_fixed_errors():
 
 
 def test_fixed_draws_nothing_from_the_generator():
-    alone = jt.Space(a=jt.uniform(0.0, 1.0)).sample(16, seed=4).columns["a"]
-    after_fixed = jt.Space(b=jt.fixed(1.0), a=jt.uniform(0.0, 1.0)).sample(16, seed=4)
-    np.testing.assert_array_equal(after_fixed.columns["a"], alone)
+    generator = rng(4)
+    assert jt.fixed(1.0).sample(generator, 16).tolist() == [1.0] * 16
+    np.testing.assert_array_equal(jt.uniform(0.0, 1.0).sample(generator, 16),
+                                  jt.uniform(0.0, 1.0).sample(rng(4), 16))
 
 
 # -------------------------------------------------------------- shared dimension checks
@@ -474,15 +476,15 @@ def test_empty_space_is_one_configuration():
 
 
 def test_random_sampler_matches_reference_and_is_deterministic():
+    # Configuration i maps words i*d ... i*d + d - 1 of Philox(seed), top 53 bits: the
+    # stream's rule, so that Space.sample(n) is the stream's first n configurations.
     space = jt.Space(a=jt.uniform(0.0, 2.0), b=jt.randint(0, 10), c=jt.choice(["x", "y"]))
     table = space.sample(32, seed=5)
-    reference_rng = np.random.default_rng(5)
-    expected_a = reference_rng.uniform(0.0, 2.0, 32).astype(np.float32)
-    expected_b = reference_rng.integers(0, 10, 32)
-    expected_c = np.array(["x", "y"], dtype=object)[reference_rng.integers(0, 2, 32)]
-    np.testing.assert_array_equal(table.columns["a"], expected_a)
-    np.testing.assert_array_equal(table.columns["b"], expected_b)
-    assert table.columns["c"].tolist() == expected_c.tolist()
+    words = np.random.Philox(5).random_raw(32 * 3).reshape(32, 3)
+    u = (words >> np.uint64(11)).astype(np.float64) / 2.0**53
+    np.testing.assert_array_equal(table.columns["a"], (2.0 * u[:, 0]).astype(np.float32))
+    np.testing.assert_array_equal(table.columns["b"], np.floor(10 * u[:, 1]).astype(np.int32))
+    assert table.columns["c"].tolist() == [["x", "y"][int(2 * x)] for x in u[:, 2]]
     again = space.sample(32, seed=5)
     assert again.to_dict() == table.to_dict()
     other = space.sample(32, seed=6)
@@ -799,7 +801,7 @@ def test_discrete_grids_ignore_huge_points():
 
 
 def test_size_limit_is_exact_at_the_boundary(monkeypatch):
-    monkeypatch.setattr(space_module, "MAX_CONFIGURATIONS", 12)
+    monkeypatch.setattr(values_module, "MAX_CONFIGURATIONS", 12)
     space = jt.Space(a=jt.uniform(0.0, 1.0), b=jt.randint(0, 4))
     assert len(space.sample(sampler="grid", points={"a": 3, "b": 4})) == 12
     with pytest.raises(ValueError, match=r"gives 4 x 4 = 16 configurations, more than "
@@ -873,15 +875,77 @@ def test_stream_batches_do_not_change_the_sequence(sampler):
     assert_tables_equal(skipped.ask(7), whole.take(range(13, 20)))
 
 
-@pytest.mark.parametrize("sampler", ["sobol", "halton"])
-@pytest.mark.parametrize("a, b", [(3, 5), (1, 16), (8, 8)])
-def test_quasi_random_stream_continues_the_sample(sampler, a, b):
+GRID_POINTS = {"a": 2, "b": 5, "e": 2}  # 2 x 5 x 3 x 1 x 2 = 60 rows
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("chunks", [(20,), (3, 5, 12), (1,) * 20, (0, 7, 0, 13), (16, 4)])
+def test_sample_is_the_stream_in_any_chunking(sampler, chunks):
     space = stream_space()
-    stream = space.stream(sampler=sampler, seed=9)
-    first, second = stream.ask(a), stream.ask(b)
-    expected = space.sample(a + b, sampler=sampler, seed=9)
-    assert_tables_equal(first, expected.take(range(a)))
-    assert_tables_equal(second, expected.take(range(a, a + b)))
+    n = 60 if sampler == "grid" else 20
+    expected = space.sample(n, sampler=sampler, seed=9, points=GRID_POINTS)
+    stream = space.stream(sampler=sampler, seed=9, points=GRID_POINTS)
+    parts = [stream.ask(k) for k in chunks]
+    assert [len(part) for part in parts] == list(chunks)
+    assert_tables_equal(concat(space, parts), expected.take(range(20)))
+    # The same configurations again from a stream resumed at any of the cut points.
+    cut = sum(chunks[:-1])
+    resumed = ConfigStream(space, sampler=sampler, seed=9, points=GRID_POINTS, position=cut)
+    assert_tables_equal(resumed.ask(20 - cut), expected.take(range(cut, 20)))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sample_is_the_stream_for_every_seed_and_size(sampler):
+    space = stream_space()
+    for seed, n in [(0, 1), (1, 7), (123, 33)]:
+        if sampler == "grid":
+            expected = space.sample(sampler="grid", points=2)
+            n = len(expected)
+        else:
+            expected = space.sample(n, sampler=sampler, seed=seed)
+        assert_tables_equal(space.stream(sampler=sampler, seed=seed, points=2).ask(n), expected)
+    if sampler != "grid":  # the seed matters
+        assert space.sample(8, sampler=sampler, seed=1).to_dict() != \
+            space.sample(8, sampler=sampler, seed=2).to_dict()
+
+
+def test_sampler_names_are_aliases_of_the_classes():
+    space = stream_space()
+    classes = {"random": samplers.Random, "grid": samplers.Grid, "sobol": samplers.Sobol,
+               "halton": samplers.Halton}
+    assert tuple(classes) == SAMPLERS
+    for name, cls in classes.items():
+        chosen = samplers.resolve(space, name, seed=3, points=2)
+        assert type(chosen) is cls and chosen.name == name and chosen.seed == 3
+        assert isinstance(chosen, samplers.Sampler)
+    assert samplers.resolve(space, "grid", seed=0, points=2).size(space) == 2 * 2 * 3 * 1 * 2
+    assert samplers.resolve(space, "sobol", seed=0, points=2).size(space) is None
+    with pytest.raises(TypeError, match="abstract"):
+        samplers.Sampler()
+
+
+@pytest.mark.parametrize("cls", [samplers.Random, samplers.Sobol, samplers.Halton])
+def test_unit_points_depend_on_seed_and_position_only(cls):
+    whole = cls(seed=5).unit(0, 40, 3)
+    assert whole.shape == (40, 3) and whole.dtype == np.float64
+    assert whole.min() >= 0.0 and whole.max() < 1.0
+    for start, n in [(0, 1), (5, 10), (17, 23), (39, 1)]:
+        np.testing.assert_array_equal(cls(seed=5).unit(start, n, 3), whole[start:start + n])
+    assert not np.array_equal(cls(seed=6).unit(0, 40, 3), whole)
+
+
+def test_a_new_sampler_is_one_unit_sampler_subclass():
+    class Middle(samplers.UnitSampler):
+        name = "middle"
+
+        def unit(self, start, n, d):
+            return np.full((n, d), 0.5)
+
+    space = jt.Space(a=jt.uniform(0.0, 4.0), b=jt.choice(["x", "y", "z"]), c=jt.fixed(7))
+    columns, codes = Middle(seed=0).columns(space, 10, 3)
+    assert columns["a"].tolist() == [2.0] * 3 and columns["b"].tolist() == ["y"] * 3
+    assert codes["b"].tolist() == [1] * 3 and codes["a"] is None
+    assert columns["c"].tolist() == [7] * 3
 
 
 def test_random_stream_matches_counter_based_reference():
