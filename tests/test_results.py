@@ -275,7 +275,7 @@ def test_top():
     assert result.top(1, "accuracy", "max")["trial"].tolist() == [1]
     with pytest.raises(ValueError, match="`k` must be a positive integer, got k=0"):
         result.top(0)
-    with pytest.raises(TypeError, match="`k` must be a positive integer, got 2.5"):
+    with pytest.raises(TypeError, match="`k` must be a positive integer, got float 2.5"):
         result.top(2.5)
 
 
