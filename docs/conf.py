@@ -194,7 +194,7 @@ SECTIONS = {
     "jaxtune.schedules": "Schedules",
     "jaxtune.transforms": "Transforms",
     "jaxtune.loop": "Your own loop",
-    "jaxtune.population": "Population trainer",
+    "jaxtune.engine": "Population trainer",
     "jaxtune.devices": "Devices and compilation",
     "jaxtune.metrics": "Metrics",
     "jaxtune.data": "Data",
@@ -204,7 +204,7 @@ SECTIONS = {
 
 def _section(obj) -> str:
     """The section of SECTIONS for the module that defines `obj`: the first part of its
-    dotted path that names one (`jaxtune.engine.population` -> `jaxtune.population`),
+    dotted path that names one (`jaxtune.engine.trainer` -> `jaxtune.engine`),
     so a module moved into a sub-package keeps its section."""
     module = getattr(obj, "__module__", None) or "jaxtune"
     for part in module.split(".")[1:]:

@@ -54,7 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtune.engine import _select, _signature
+from jaxtune.engine import read_signature as _signature
+from jaxtune.engine import route as _select
 
 
 def _members(hparams: Mapping[str, Any]) -> int:

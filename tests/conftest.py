@@ -53,9 +53,10 @@ def rounding(steps, scale=1.0):
     tolerance = ULPS_PER_STEP * max(int(steps), 1) * F32_EPS
     return dict(rtol=tolerance, atol=tolerance * scale)
 
+from jaxtune.engine.programs import PROGRAMS  # noqa: E402
+
 # The programs jaxtune compiles, as `jax.log_compiles` names them.
-ENGINE_PROGRAMS = ("init_seeds", "init_local", "train_local", "evaluate_local", "pick", "take",
-                   "cat")
+ENGINE_PROGRAMS = PROGRAMS
 
 
 @contextlib.contextmanager

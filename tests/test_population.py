@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import jaxtune as jt
+from jaxtune.engine import is_init_function
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 6)).astype(np.float32)
@@ -365,8 +366,8 @@ def test_callable_pytree_of_arrays_is_taken_as_parameters():
         Linear, lambda m: ((m.w, m.b), None), lambda _, children: Linear(*children)
     )
     model = Linear(jnp.zeros((6, 1)), jnp.zeros(1))
-    assert jt.population.is_init_function(init_fn)
-    assert not jt.population.is_init_function(model)
+    assert is_init_function(init_fn)
+    assert not is_init_function(model)
     t = jt.Trainer(lambda m, batch: jnp.mean((m(batch[0]) - batch[1]) ** 2),
                 lambda learning_rate: optax.sgd(learning_rate), init_params=model, data=DATA,
                 batch_size=20, devices=jax.devices()[:1])
