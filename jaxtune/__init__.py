@@ -75,10 +75,7 @@ from .loop import (
 )
 
 # The runner and its strategies: decisions at record points.
-from .runner import (
-    Search as Search,
-    SweepInterrupted as SweepInterrupted,
-)
+from .runner import SweepInterrupted as SweepInterrupted
 from .strategies import (
     PBT as PBT,
     Decision as Decision,
@@ -86,6 +83,7 @@ from .strategies import (
     MedianStopping as MedianStopping,
     PlateauDecay as PlateauDecay,
     Report as Report,
+    Search as Search,
     Strategy as Strategy,
     SuccessiveHalving as SuccessiveHalving,
 )

@@ -40,7 +40,7 @@ import optax
 from jaxtune._checks import positive_int
 from jaxtune.results import SweepResult
 from jaxtune.space import Choice, Fixed, RandInt, Space, fixed
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy
+from jaxtune.strategies.base import CONTINUE, Decision, Report, Search, Strategy
 from jaxtune.sweep import sweep
 
 RULES = ("valley", "steepest", "minimum")
@@ -138,8 +138,8 @@ class _StopAboveBest(Strategy):
     def __init__(self, factor: float):
         self.factor = factor
 
-    def decide(self, search: Any, report: Report) -> Decision:
-        curve = search.curve("train_loss")
+    def decide(self, search: Search, report: Report) -> Decision:
+        curve = search.scores("train_loss", "min")
         stop = []
         for member in report.reached.tolist():
             column = int(search.record_index([member])[0])

@@ -19,7 +19,7 @@ import jax
 import optax
 
 from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
-from jaxtune.checkpoint import Checkpointer, fingerprint_function, fingerprint_values
+from jaxtune.devices import check_kept_memory, kept_configurations, plan_slices
 from jaxtune.distributed import check_same_on_every_process
 from jaxtune.engine import (
     Trainer,
@@ -29,10 +29,21 @@ from jaxtune.engine import (
     is_init_function,
     leading_length,
 )
-from jaxtune.results import SweepResult, _check_names, guess_mode
-from jaxtune.runner import Runner, check_kept_memory, kept_configurations, plan_slices
+from jaxtune.results import RESERVED_COLUMNS, SweepResult, check_mode, check_names, guess_mode
+from jaxtune.runner import (
+    Checkpointer,
+    ConfigSource,
+    Groups,
+    KeptTrees,
+    MemberTable,
+    Recorder,
+    Runner,
+    Slices,
+    fingerprint_function,
+    fingerprint_values,
+)
 from jaxtune.space import ConfigStream, Space, Table
-from jaxtune.strategies.base import Strategy
+from jaxtune.strategies.base import Search, Settings, Strategy
 from jaxtune.stream import HostStream, is_stream
 
 # Members per device per slice on a CPU. One core runs one slice's vmapped step:
@@ -40,10 +51,6 @@ from jaxtune.stream import HostStream, is_stream
 # pressure. Measured with `bench/sweep_speed.py --slice-sizes` on the digits MLP
 # (1 device, N=32: 1 -> 2,837, 4 -> 3,491, 16 -> 4,014, 32 -> 3,995 member-steps/s).
 CPU_MEMBERS_PER_DEVICE = 16
-
-# Columns of the result tables that no hyperparameter or metric may shadow.
-_RESERVED = ("member", "trial", "seed", "step", "train_loss", "diverged", "diverged_step",
-             "n_seeds", "n_diverged", "status", "steps_trained")
 
 
 def sweep(
@@ -185,54 +192,155 @@ def sweep(
       metrics, divergence flags, the best configuration, pandas export, plots,
       save/load.
     """
-    if not isinstance(space, Space):
-        raise TypeError(
-            f"`space` must be a jaxtune.Space, got {type(space).__name__}; build one with "
-            "jt.Space(learning_rate=jt.loguniform(1e-4, 1e-1), ...)."
-        )
+    space, strategy = _checked_space(space), _checked_strategy(strategy)
     steps = positive_int("steps", steps)
     seeds = positive_int("seeds", seeds)
     seed = nonnegative_int("seed", seed)
-    eval_every = default_eval_every(steps) if eval_every is None else positive_int(
-        "eval_every", eval_every)
-    if eval_every > steps:
-        raise ValueError(f"`eval_every` must be at most `steps`={steps}, got eval_every={eval_every}.")
-    if members_per_slice is not None:
-        members_per_slice = positive_int("members_per_slice", members_per_slice)
-    if members_in_flight is not None:
-        members_in_flight = positive_int("members_in_flight", members_in_flight)
+    eval_every = _checked_eval_every(eval_every, steps)
+    members_per_slice, members_in_flight = _checked_slices(members_per_slice, members_in_flight)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-    if mode is not None and (not isinstance(mode, str) or mode not in ("min", "max")):
-        raise ValueError(f"`mode` must be 'min' or 'max', got mode={mode!r}.")
-    record_step_loss = boolean("record_step_loss", record_step_loss)
-    kept_configurations(keep_params)
-    progress = boolean("progress", progress)
-    strategy = Strategy() if strategy is None else strategy
-    if not isinstance(strategy, Strategy):
-        raise TypeError(f"`strategy` must be a jt.Strategy (e.g. jt.MedianStopping()), got "
-                        f"{type(strategy).__name__}.")
+    mode, record_step_loss, progress = _checked_flags(mode, record_step_loss, keep_params,
+                                                      progress)
     _check_data(data, eval_data, init_params)
     # Many processes: each must make this same call, checked before the first collective.
-    check_same_on_every_process("`jt.sweep`", {
-        "loss_fn": loss_fn, "init_params": init_params, "make_optimizer": make_optimizer,
-        "space": repr(space), "data": data, "batch_size": batch_size, "steps": steps,
-        "trials": trials, "sampler": sampler, "grid_points": grid_points, "configs": configs,
-        "seeds": seeds, "seed": seed, "eval_fn": eval_fn, "eval_data": eval_data,
-        "eval_every": eval_every, "metric": metric, "mode": mode,
-        "strategy": f"{type(strategy).__module__}.{type(strategy).__qualname__}: {strategy!r}",
-        "members_per_slice": members_per_slice, "members_in_flight": members_in_flight,
-        "devices": None if devices is None else [d.id for d in devices],
-        "checkpoint_every": checkpoint_every, "record_step_loss": record_step_loss,
-        "keep_params": keep_params})
+    _check_same_call(
+        loss_fn=loss_fn, init_params=init_params, make_optimizer=make_optimizer, space=space,
+        data=data, batch_size=batch_size, steps=steps, trials=trials, sampler=sampler,
+        grid_points=grid_points, configs=configs, seeds=seeds, seed=seed, eval_fn=eval_fn,
+        eval_data=eval_data, eval_every=eval_every, metric=metric, mode=mode,
+        strategy=strategy, members_per_slice=members_per_slice,
+        members_in_flight=members_in_flight, devices=devices,
+        checkpoint_every=checkpoint_every, record_step_loss=record_step_loss,
+        keep_params=keep_params)
     owned_stream = is_stream(data) and not isinstance(data, HostStream)
     if owned_stream:
         data = HostStream(data)  # one reader, shared by every static group
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
-    _check_names({name: None for name in space.names}, {})
-    stream = None if configs is not None or sampler == "grid" else ConfigStream(
-        space, sampler=sampler, seed=seed, points=grid_points, position=len(table))
+    make_trainer = _trainer_factory(loss_fn, make_optimizer, init_params, data, batch_size,
+                                    eval_fn, eval_data, seeds, seed, devices)
+    # Every static group's functions, checked abstractly before anything compiles.
+    probes, (eval_names, aux_names), (metric, mode) = _checked_functions(
+        table, make_trainer, metric, mode, keep_params, seeds)
+    fingerprint = None if checkpoint_dir is None else _fingerprint(
+        loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
+        batch_size=batch_size, steps=steps, seeds=seeds, seed=seed, eval_every=eval_every,
+        sampler=sampler, strategy=strategy_fingerprint(strategy), metric=metric, mode=mode,
+        keep_params=keep_params, record_step_loss=record_step_loss)
+    runner = _runner(
+        strategy, probes, make_trainer, _config_source(space, table, configs, sampler, seed,
+                                                       grid_points),
+        settings=dict(space=space, configurations=table, seeds=seeds, steps=steps,
+                      eval_every=eval_every, metric=metric, mode=mode),
+        metrics=(eval_names, aux_names), record_step_loss=record_step_loss,
+        keep_params=keep_params, progress=progress, members_per_slice=members_per_slice,
+        members_in_flight=members_in_flight, checkpoint_dir=checkpoint_dir,
+        fingerprint=fingerprint, checkpoint_every=checkpoint_every)
+    try:
+        with runner.checkpoint or contextlib.nullcontext():  # holds `checkpoint_dir` meanwhile
+            return runner.run()
+    finally:
+        if owned_stream:
+            data.close()
 
+
+def _runner(strategy: Strategy, probes: Mapping[Trainer, Any], make_trainer: Callable,
+            configs: ConfigSource, *, settings: dict[str, Any],
+            metrics: tuple[tuple[str, ...], tuple[str, ...]], record_step_loss: bool,
+            keep_params: Any, progress: bool, members_per_slice: int | None,
+            members_in_flight: int | None, checkpoint_dir: Any,
+            fingerprint: dict[str, Any] | None, checkpoint_every: int) -> Runner:
+    """The runner, built whole: the strategy's view first (its `setup` and its needs plan
+    the slices), then the slices, the checkpoint and the loop."""
+    first = next(iter(probes))
+    settings = Settings(**settings, devices=first.num_devices)
+    eval_names, aux_names = metrics
+    members = MemberTable(settings.space, settings.seeds)
+    recorder = Recorder(settings.steps, settings.eval_every, ("train_loss", *eval_names),
+                        record_step_loss, settings.space.dynamic_names, aux_names)
+    search = Search(settings, members, recorder, configs)
+    strategy.setup(search)
+    size, in_flight = plan_slices(
+        len(settings.configurations) * settings.seeds, list(first.mesh.devices.flat),
+        max(t.member_bytes(h) for t, h in probes.items()), members_per_slice,
+        members_in_flight, strategy.members_in_flight(search), CPU_MEMBERS_PER_DEVICE)
+    checkpoint = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, {
+        **fingerprint, "members_per_slice": size, "members_in_flight": in_flight,
+        "devices": first.num_devices})
+    groups = Groups(make_trainer)
+    return Runner(
+        settings=settings, strategy=strategy, search=search, members=members,
+        recorder=recorder, configs=configs,
+        slices=Slices(groups, members, first.num_devices, size, in_flight),
+        kept=KeptTrees(keep_params, members, groups), eval_names=eval_names,
+        aux_names=aux_names, progress=progress, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every)
+
+
+def _checked_space(space: Any) -> Space:
+    if not isinstance(space, Space):
+        raise TypeError(
+            f"`space` must be a jaxtune.Space, got {type(space).__name__}; build one with "
+            "jt.Space(learning_rate=jt.loguniform(1e-4, 1e-1), ...)."
+        )
+    check_names({name: None for name in space.names}, {})
+    return space
+
+
+def _checked_strategy(strategy: Any) -> Strategy:
+    strategy = Strategy() if strategy is None else strategy
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"`strategy` must be a jt.Strategy (e.g. jt.MedianStopping()), got "
+                        f"{type(strategy).__name__}.")
+    return strategy
+
+
+def _checked_eval_every(eval_every: Any, steps: int) -> int:
+    if eval_every is None:
+        return default_eval_every(steps)
+    eval_every = positive_int("eval_every", eval_every)
+    if eval_every > steps:
+        raise ValueError(f"`eval_every` must be at most `steps`={steps}, got eval_every={eval_every}.")
+    return eval_every
+
+
+def _checked_slices(members_per_slice: Any, members_in_flight: Any
+                    ) -> tuple[int | None, int | None]:
+    """`members_per_slice` and `members_in_flight`: None (planned) or positive ints."""
+    return tuple(None if value is None else positive_int(name, value) for name, value in (
+        ("members_per_slice", members_per_slice), ("members_in_flight", members_in_flight)))
+
+
+def _checked_flags(mode: Any, record_step_loss: Any, keep_params: Any, progress: Any
+                   ) -> tuple[str | None, bool, bool]:
+    """`mode` (None: judged from the metric), the two booleans; `keep_params` checked."""
+    kept_configurations(keep_params)
+    return (None if mode is None else check_mode(mode),
+            boolean("record_step_loss", record_step_loss), boolean("progress", progress))
+
+
+def _config_source(space: Space, table: Table, configs: Any, sampler: str, seed: int,
+                   points: Any) -> ConfigSource:
+    """Where strategies draw new configurations: the sampler, past the first `table`
+    (none with explicit `configs` or a grid)."""
+    stream = None if configs is not None or sampler == "grid" else ConfigStream(
+        space, sampler=sampler, seed=seed, points=points, position=len(table))
+    return ConfigSource(space, stream)
+
+
+def _check_same_call(*, space: Space, strategy: Strategy, devices: Any, **arguments: Any
+                     ) -> None:
+    """Refuses processes making different calls (see `check_same_on_every_process`)."""
+    check_same_on_every_process("`jt.sweep`", {
+        **arguments, "space": repr(space),
+        "strategy": f"{type(strategy).__module__}.{type(strategy).__qualname__}: {strategy!r}",
+        "devices": None if devices is None else [d.id for d in devices]})
+
+
+def _trainer_factory(loss_fn, make_optimizer, init_params, data, batch_size, eval_fn,
+                     eval_data, seeds, seed, devices) -> Callable[[Mapping[str, Any]], Trainer]:
+    """`make_trainer(static)`: the trainer of a static group; every group shares one device
+    copy of the data."""
     shared: dict[str, Any] = {}
 
     def make_trainer(static: Mapping[str, Any]) -> Trainer:
@@ -246,7 +354,26 @@ def sweep(
                       eval_data=trainer.eval_data)
         return trainer
 
-    # Every static group's functions, checked abstractly before anything compiles.
+    return make_trainer
+
+
+def _checked_functions(table: Table, make_trainer: Callable, metric: str | None,
+                       mode: str | None, keep_params: Any, seeds: int) -> tuple:
+    """Every static group's trainer probed: `(probes, (eval_names, aux_names), (metric,
+    mode))`, and the kept parameters checked against the host's memory."""
+    probes = _probes(table, make_trainer)
+    names = _metric_names(probes, table.space)
+    ranking = _ranking(metric, mode, *names)
+    check_kept_memory(keep_params, len(table) * seeds, seeds,
+                      [(r.params, r.model_state) for r in (t.resolve(h) for t, h in probes.items())])
+    return probes, names, ranking
+
+
+def _probes(table: Table, make_trainer: Callable) -> dict[Trainer, dict[str, Any]]:
+    """A trainer per static group of `table`, with one configuration's dynamic values.
+
+    Raises ValueError when `eval_fn` returns other metrics for another group.
+    """
     probes = {}
     for static, rows in table.static_groups():
         trainer = make_trainer(static)
@@ -257,6 +384,12 @@ def sweep(
         if names != first_trainer.eval_names(first_one):
             raise ValueError(f"`eval_fn` returns different metrics for static group {static}: "
                              f"{names}; return the same keys for every configuration.")
+    return probes
+
+
+def _metric_names(probes: Mapping[Trainer, Any], space: Space
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of `eval_fn`'s metrics and of `loss_fn`'s aux metrics, checked."""
     first_trainer, first_hparams = next(iter(probes.items()))
     eval_names = first_trainer.eval_names(first_hparams)
     aux_names = first_trainer.aux_names(first_hparams)
@@ -265,54 +398,37 @@ def sweep(
             raise ValueError("`loss_fn` returns different training metrics for different "
                              "static groups; return the same keys for every configuration.")
     for name in aux_names:
-        if name in _RESERVED:
+        if name in RESERVED_COLUMNS:
             raise ValueError(f"`loss_fn` returns a training metric named {name!r}, which is a "
                              "column of the result tables; rename it.")
     for name in eval_names:
-        if name in _RESERVED:
+        if name in RESERVED_COLUMNS:
             raise ValueError(f"`eval_fn` returns a metric named {name!r}, which is a column of "
                              "the result tables; rename it (e.g. 'eval_loss').")
-    _check_names({name: None for name in space.names}, dict.fromkeys((*eval_names, *aux_names)))
+    check_names({name: None for name in space.names}, dict.fromkeys((*eval_names, *aux_names)))
+    return tuple(eval_names), tuple(aux_names)
+
+
+def _ranking(metric: str | None, mode: str | None, eval_names: Sequence[str],
+             aux_names: Sequence[str]) -> tuple[str, str]:
+    """The sweep's (metric, mode): the first eval metric (else "train_loss") by default."""
     metric_names = ("train_loss", *eval_names, *aux_names)
     metric = metric_names[1] if metric is None and len(metric_names) > 1 else metric or "train_loss"
     if metric not in metric_names:
         raise ValueError(
             f"`metric` must be one of {', '.join(map(repr, metric_names))}, got metric={metric!r}."
         )
-    mode = mode or guess_mode(metric)
+    return metric, mode or guess_mode(metric)
 
-    member_bytes = max(t.member_bytes(h) for t, h in probes.items())
-    check_kept_memory(keep_params, len(table) * seeds, seeds,
-                      [(r.params, r.model_state) for r in (t.resolve(h) for t, h in probes.items())])
-    # The slice plan needs the strategy's needs, and its `setup` needs the runner's view:
-    # the runner is built first and given its plan before it runs.
-    runner = Runner(
-        make_trainer=make_trainer, space=space, configurations=table,
-        ask=stream, strategy=strategy, seeds=seeds, steps=steps, eval_every=eval_every,
-        metric=metric, mode=mode, eval_names=eval_names, record_step_loss=record_step_loss,
-        keep_params=keep_params, progress=progress, checkpoint_every=checkpoint_every,
-        aux_names=aux_names, members_per_slice=1, members_in_flight=1,
-    )
-    strategy.setup(runner.search)
-    required = strategy.members_in_flight(runner.search)
-    size, in_flight = plan_slices(
-        len(table) * seeds, list(first_trainer.mesh.devices.flat), member_bytes,
-        members_per_slice, members_in_flight, required, CPU_MEMBERS_PER_DEVICE)
-    runner.members_per_slice, runner.members_in_flight = size, in_flight
-    if checkpoint_dir is not None:
-        runner.checkpoint = Checkpointer(checkpoint_dir, _fingerprint(
-            loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
-            batch_size=batch_size, steps=steps, seeds=seeds, seed=seed, eval_every=eval_every,
-            sampler=sampler, strategy=repr(strategy), metric=metric, mode=mode,
-            members_per_slice=size, members_in_flight=in_flight,
-            devices=first_trainer.num_devices, keep_params=keep_params,
-            record_step_loss=record_step_loss))
-    try:
-        with runner.checkpoint or contextlib.nullcontext():  # holds `checkpoint_dir` meanwhile
-            return runner.run()
-    finally:
-        if owned_stream:
-            data.close()
+
+def strategy_fingerprint(strategy: Strategy) -> dict[str, Any]:
+    """What identifies a strategy in a checkpoint: its class and its `config()`.
+
+    Raises TypeError (from `Strategy.config`) for a strategy whose constructor arguments
+    cannot be read back, with the fix.
+    """
+    kind = type(strategy)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}", "config": strategy.config()}
 
 
 def _check_data(data: Any, eval_data: Any, init_params: Any) -> None:

@@ -308,7 +308,9 @@ def test_checkpointed_sweep_resumes_with_the_strategys_trials(tmp_path):
         run(_StopAfterTwoDecisions(sqlite_study(tmp_path), trials=6, concurrent=2), trials=6,
             checkpoint_dir=checkpoint)
     asked_before = {t.number for t in reloaded(tmp_path).trials}
-    search = jt.OptunaSearch(sqlite_study(tmp_path), trials=6, concurrent=2)
+    # The same class resumes (a checkpoint names its strategy's class); past its second
+    # decision it presses Ctrl-C no more.
+    search = _StopAfterTwoDecisions(sqlite_study(tmp_path), trials=6, concurrent=2)
     result = run(search, trials=6, checkpoint_dir=checkpoint)
     trials = reloaded(tmp_path).trials
     assert result.n_trials == 6

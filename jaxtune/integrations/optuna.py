@@ -40,11 +40,18 @@ import numpy as np
 
 from jaxtune._checks import check_nonnegative, one_of, positive_int
 from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Uniform
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
+from jaxtune.strategies.base import (
+    CONTINUE,
+    Decision,
+    Report,
+    Strategy,
+    best_of,
+    resolve_metric,
+)
 
 if TYPE_CHECKING:
-    from jaxtune.runner import Search
     from jaxtune.space import Space, Table
+    from jaxtune.strategies.base import Search
 
 #: The user attribute linking an Optuna trial to its jaxtune trial id.
 TRIAL_ATTR = "jaxtune_trial"
@@ -419,8 +426,7 @@ class OptunaSearch(Strategy):
                 self._storage_call(f"reporting trial {self._numbers[trial]}'s value at step "
                                    f"{step}", self._optuna_trial(trial).report, value, step)
                 self._reported[trial] = step
-                better = min if self._mode == "min" else max
-                self._best[trial] = better(self._best.get(trial, value), value)
+                self._best[trial] = best_of((self._best.get(trial, value), value), self._mode)
                 if step >= search.steps:
                     self._tell(trial, state.COMPLETE,
                                self._best[trial] if self.value == "best" else value)
@@ -630,15 +636,18 @@ class OptunaSearch(Strategy):
                 self._reported[trial] = max(self._reported.get(trial, -1),
                                             max(frozen.intermediate_values))
                 # The study holds every value reported, also those after the checkpoint.
-                better = min if self._mode == "min" else max
-                self._best[trial] = better(frozen.intermediate_values.values())
+                self._best[trial] = best_of(frozen.intermediate_values.values(), self._mode)
             if frozen.state.is_finished():
                 self._replayed[trial] = frozen.state.name
 
-    def __repr__(self) -> str:
-        # Stable across processes (it is part of a checkpoint's fingerprint).
+    def config(self) -> dict[str, Any]:
+        """What identifies this search in a checkpoint: the study by name, the budget and
+        the ranking (a study, storage, sampler or pruner object is not JSON)."""
         name = self.study.study_name if self._given_study else self.study_name
-        return (f"OptunaSearch(study_name={name!r}, trials={self.trials}, "
-                f"concurrent={self.concurrent}, value={self.value!r}, metric={self.metric!r}, "
-                f"mode={self.mode!r})")
+        return {"study_name": name, "trials": self.trials, "concurrent": self.concurrent,
+                "value": self.value, "metric": self.metric, "mode": self.mode}
+
+    def __repr__(self) -> str:
+        # Stable across processes (`jt.sweep` compares it on every process).
+        return "OptunaSearch(" + ", ".join(f"{k}={v!r}" for k, v in self.config().items()) + ")"
 

@@ -10,6 +10,9 @@ from jaxtune.strategies.base import (
     Report as Report,
 )
 from jaxtune.strategies.base import (
+    Search as Search,
+)
+from jaxtune.strategies.base import (
     Strategy as Strategy,
 )
 from jaxtune.strategies.halving import (

@@ -27,14 +27,17 @@ whose decisions `start` configurations sets `starts_members = True`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # the runner imports this module; only type names flow back
-    from jaxtune.runner import Search
-    from jaxtune.space import Table
+    from jaxtune.runner.configs import ConfigSource
+    from jaxtune.runner.members import MemberTable
+    from jaxtune.runner.recorder import Recorder
+    from jaxtune.space import Space, Table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,185 @@ class Decision:
 CONTINUE = Decision()
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A sweep's settings, as a strategy sees them (fixed for the sweep's life)."""
+
+    space: Space  # the space searched
+    configurations: Table  # the configurations sampled (or given) before the search
+    seeds: int  # members per configuration
+    steps: int  # the budget: optimizer steps per member
+    eval_every: int  # steps between record points
+    metric: str  # the metric ranking configurations
+    mode: str  # "min" or "max"
+    devices: int  # devices the members are sharded over
+
+
+class Search:
+    """What a strategy sees: the sweep's settings and everything recorded so far.
+
+    A read-only view over the sweep's settings, its member table and its records:
+    every array it returns is a copy or read-only, and `ask` is the one call that
+    draws anything. Per-member arrays are indexed by member id (the member's row in
+    the result), which never changes; members are added (by `Decision.start`) but
+    never removed. Curves have one column per record point (`record_steps`).
+    """
+
+    def __init__(self, settings: Settings, members: MemberTable, recorder: Recorder,
+                 configs: ConfigSource):
+        self._settings = settings
+        self._members = members
+        self._recorder = recorder
+        self._configs = configs
+
+    # -- the sweep's settings
+
+    @property
+    def space(self) -> Space:
+        """The `Space` searched."""
+        return self._settings.space
+
+    @property
+    def seeds(self) -> int:
+        """Seeds per configuration: every configuration runs as this many members."""
+        return self._settings.seeds
+
+    @property
+    def steps(self) -> int:
+        """The full budget: optimizer steps per member."""
+        return self._settings.steps
+
+    @property
+    def eval_every(self) -> int:
+        """Steps between a member's record points (the budget's end is one too)."""
+        return self._settings.eval_every
+
+    @property
+    def record_steps(self) -> np.ndarray:
+        """int [C]: the step count of every record point."""
+        return self._recorder.record_steps.copy()
+
+    @property
+    def metric(self) -> str:
+        """The sweep's `metric`, which ranks configurations in the result."""
+        return self._settings.metric
+
+    @property
+    def mode(self) -> str:
+        """"min" or "max": whether a lower or a higher `metric` is better."""
+        return self._settings.mode
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric recorded: "train_loss", `eval_fn`'s, then `loss_fn`'s aux metrics."""
+        return self._recorder.metric_names
+
+    @property
+    def configurations(self) -> Table:
+        """The configurations the sweep sampled (or was given), before any strategy ran."""
+        return self._settings.configurations
+
+    @property
+    def devices(self) -> int:
+        """The number of devices the members are sharded over."""
+        return self._settings.devices
+
+    def ask(self, n: int) -> Table:
+        """The next `n` configurations of the sweep's sampler (resumable, deterministic).
+
+        Raises ValueError when the sweep has no sampler (explicit `configs`, a grid).
+        """
+        return self._configs.ask(n)
+
+    # -- the members
+
+    @property
+    def n_members(self) -> int:
+        """Members so far (configurations started x seeds)."""
+        return self._members.size
+
+    @property
+    def member_trial(self) -> np.ndarray:
+        """int [N]: the configuration (trial id) each member trains."""
+        return self._members.trial.copy()
+
+    @property
+    def member_seed(self) -> np.ndarray:
+        """int [N]: each member's seed, 0 .. seeds-1."""
+        return self._members.seed.copy()
+
+    @property
+    def status(self) -> np.ndarray:
+        """str [N], read-only: "waiting", "running", "completed", "stopped" or "diverged".
+
+        Built once each time a status changes, so reading it in a loop costs nothing.
+        """
+        return self._members.status_names()
+
+    @property
+    def step(self) -> np.ndarray:
+        """int [N]: steps each member has trained so far."""
+        return self._members.step.copy()
+
+    @property
+    def hparams(self) -> dict[str, np.ndarray]:
+        """Each member's current dynamic hyperparameters, name -> [N]."""
+        return {k: v.copy() for k, v in self._members.hparams.items()}
+
+    def trial_members(self, trial: int) -> np.ndarray:
+        """The members (one per seed) of configuration `trial`."""
+        return np.flatnonzero(self._members.trial == trial)
+
+    # -- the records
+
+    def curve(self, metric: str | None = None) -> np.ndarray:
+        """float [N, C]: `metric` (default: the sweep's) at every record point, NaN where
+        not recorded. Raises ValueError naming the recorded metrics for another name."""
+        return self._recorder.curve(metric or self.metric).copy()
+
+    def scores(self, metric: str | None = None, mode: str | None = None) -> np.ndarray:
+        """float [N, C]: `metric` at every record point, oriented so that lower is better.
+
+        The curve itself for `mode` "min", its negation for "max"; NaN where not
+        recorded. The defaults are the sweep's metric and mode; a metric without a mode
+        takes the sweep's mode if it is the sweep's metric, else one judged from its name.
+        """
+        metric, mode = resolve_metric(self, metric, mode, "Search.scores")
+        curve = self.curve(metric)
+        return -curve if mode == "max" else curve
+
+    def record_index(self, members: Any) -> np.ndarray:
+        """The column of each member's latest record point (-1 if none yet)."""
+        return self._recorder.latest[np.asarray(members, int)]
+
+    def trial_scores(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-configuration means over seeds of a per-member `values` [N].
+
+        Returns `(scores, trials)`: the mean per trial (NaN if any seed is NaN) and
+        the trial ids, sorted.
+        """
+        trials, inverse = np.unique(self._members.trial, return_inverse=True)
+        sums = np.zeros(trials.size)
+        np.add.at(sums, inverse, np.asarray(values).astype(np.float64))
+        return sums / np.bincount(inverse, minlength=trials.size), trials
+
+
+def best_of(values: Iterable[float], mode: str) -> float:
+    """The best of `values` in `mode`: the smallest for "min", the largest for "max"."""
+    return min(values) if mode == "min" else max(values)
+
+
+_MSG_UNDECLARED_CONFIG = """\
+{name}'s constructor takes {taken}, but {missing} {are} not stored under the same \
+name{s}, so a checkpoint cannot tell this strategy from one built with other arguments. \
+Declare what identifies it: define `config()` returning the arguments it was built with, \
+e.g.
+
+    def config(self):
+        return {example}
+"""
+
+
 class Strategy:
     """Base class of search strategies: the plain full-budget sweep.
 
@@ -127,6 +309,36 @@ class Strategy:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores what `state_dict` returned."""
+
+    def config(self) -> dict[str, Any]:
+        """The arguments this strategy was built with, by name: its identity.
+
+        A checkpoint is resumed only by a strategy of the same class and the same
+        `config()` (as JSON). The default reads back every parameter of
+        `type(self).__init__` from the attribute of the same name; a strategy whose
+        constructor takes `*args`/`**kwargs`, or stores an argument under another name,
+        overrides this method (the sweep refuses to checkpoint it otherwise).
+
+        Raises:
+          TypeError: naming the arguments that cannot be read back, and the fix.
+        """
+        init = type(self).__init__
+        if init is object.__init__:
+            return {}
+        parameters = list(inspect.signature(init).parameters.values())[1:]
+        missing = [p.name if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else
+                   ("*" if p.kind == p.VAR_POSITIONAL else "**") + p.name
+                   for p in parameters
+                   if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, p.name)]
+        if missing:
+            names = [p.name for p in parameters]
+            example = "{" + ", ".join(f"{n!r}: self.{n}" for n in names) + "}"
+            raise TypeError(_MSG_UNDECLARED_CONFIG.format(
+                name=type(self).__qualname__, taken=", ".join(f"`{n}`" for n in names),
+                missing=", ".join(f"`{n}`" for n in missing),
+                are="is" if len(missing) == 1 else "are", s="" if len(missing) == 1 else "s",
+                example=example))
+        return {p.name: getattr(self, p.name) for p in parameters}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

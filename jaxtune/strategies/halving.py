@@ -26,10 +26,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxtune._checks import positive_int
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
+from jaxtune.strategies.base import (
+    CONTINUE,
+    Decision,
+    Report,
+    Search,
+    Strategy,
+    resolve_metric,
+)
 
 if TYPE_CHECKING:
-    from jaxtune.runner import Search
     from jaxtune.space import Table
 
 
@@ -158,9 +164,7 @@ class SuccessiveHalving(Strategy):
         self._decided: set[tuple[int, int]] = set()  # (trial, rung) already judged
 
     def decide(self, search: Search, report: Report) -> Decision:
-        curve = search.curve(self._metric)
-        if self._mode == "max":
-            curve = -curve
+        curve = search.scores(self._metric, self._mode)  # lower is better
         status = search.status
         diverged = status == "diverged"
         latest = search.record_index(np.arange(search.n_members))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from jaxtune._checks import nonnegative_int, positive_int
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
-
-if TYPE_CHECKING:
-    from jaxtune.runner import Search
+from jaxtune.strategies.base import (
+    CONTINUE,
+    Decision,
+    Report,
+    Search,
+    Strategy,
+    resolve_metric,
+)
 
 
 class MedianStopping(Strategy):
@@ -56,19 +58,17 @@ class MedianStopping(Strategy):
         self._metric, self._mode = resolve_metric(search, self.metric, self.mode, "MedianStopping")
 
     def decide(self, search: Search, report: Report) -> Decision:
-        curve = search.curve(self._metric)
-        if self._mode == "max":
-            curve = -curve
-        diverged = (search.status == "diverged")[:, None]
-        curve = np.where(np.isnan(curve) & diverged, np.inf, curve)  # the worst
+        curve = search.scores(self._metric, self._mode)  # lower is better
+        status, record_steps = search.status, search.record_steps
+        curve = np.where(np.isnan(curve) & (status == "diverged")[:, None], np.inf, curve)
         stop: list[int] = []
         for column in np.unique(search.record_index(report.reached)):
-            if search.record_steps[column] < self.min_steps:
+            if record_steps[column] < self.min_steps:
                 continue
             scores, trials = search.trial_scores(curve[:, column])
             for trial in np.unique(search.member_trial[report.reached]):
                 members = search.trial_members(trial)
-                if not np.all(search.status[members] == "running"):
+                if not np.all(status[members] == "running"):
                     continue
                 own = scores[trials == trial]
                 others = scores[(trials != trial) & ~np.isnan(scores)]

@@ -29,27 +29,26 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from jaxtune._checks import nonnegative_int, positive_int
+from jaxtune._checks import check_in_range, nonnegative_int, positive_int
 from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Space, Uniform
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
-
-if TYPE_CHECKING:
-    from jaxtune.runner import Search
+from jaxtune.strategies.base import (
+    CONTINUE,
+    Decision,
+    Report,
+    Search,
+    Strategy,
+    resolve_metric,
+)
 
 
 def _probability(name: str, value: Any, low_open: bool, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
-    value = float(value)
-    low_ok = value > 0 if low_open else value >= 0
-    if not (math.isfinite(value) and low_ok and value <= high):
-        interval = f"{'(' if low_open else '['}0, {high:g}]"
-        raise ValueError(f"`{name}` must lie in {interval}, got {name}={value!r}.")
-    return value
+    """`value` as a float in [0, high] ((0, high] with `low_open`); raises naming `name`."""
+    check_in_range(name, value, 0, high, closed_low=not low_open)
+    return float(value)
 
 
 class PBT(Strategy):
@@ -100,7 +99,7 @@ class PBT(Strategy):
                                  "e.g. perturb=(0.8, 1.2).")
         self.perturb = tuple(float(f) for f in perturb)
         self.resample_probability = _probability("resample_probability", resample_probability,
-                                                 False, 1.0)
+                                                 False, 1)
         self.seed = nonnegative_int("seed", seed)
         self.metric = metric
         self.mode = mode
@@ -134,9 +133,7 @@ class PBT(Strategy):
                                & (status[report.reached] == "running")]
         if ready.size == 0:
             return CONTINUE
-        curve = search.curve(self._metric)
-        if self._mode == "max":
-            curve = -curve
+        curve = search.scores(self._metric, self._mode)  # lower is better
         hparams = search.hparams
         copy: dict[int, int] = {}
         new: dict[int, dict[str, Any]] = {}

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from jaxtune._checks import check_in_range, check_nonnegative, nonnegative_int
-from jaxtune.strategies.base import CONTINUE, Decision, Report, Strategy, resolve_metric
-
-if TYPE_CHECKING:
-    from jaxtune.runner import Search
+from jaxtune.strategies.base import (
+    CONTINUE,
+    Decision,
+    Report,
+    Search,
+    Strategy,
+    resolve_metric,
+)
 
 
 class PlateauDecay(Strategy):
@@ -85,9 +89,7 @@ class PlateauDecay(Strategy):
                 "`jt.fixed(...)`.")
 
     def decide(self, search: Search, report: Report) -> Decision:
-        curve = search.curve(self._metric)
-        if self._mode == "max":
-            curve = -curve
+        curve = search.scores(self._metric, self._mode)  # lower is better
         running = report.reached[search.status[report.reached] == "running"]
         values = curve[running, search.record_index(running)]
         current = search.hparams[self.hparam]

@@ -119,7 +119,7 @@ class Recorder:
         out[rows] = curve[rows, self.latest[rows]]
         return out
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Everything recorded, as named arrays (for checkpoints)."""
         out = {f"curve:{k}": v for k, v in self.curves.items()}
         out.update({f"hparam:{k}": v for k, v in self.hparam_history.items()})
@@ -132,7 +132,8 @@ class Recorder:
         out["lineage"] = np.asarray(self.lineage, np.int64).reshape(-1, 3)
         return out
 
-    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+    def load_state_dict(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restores what `state_dict` returned."""
         self.curves = {k: arrays[f"curve:{k}"] for k in self.curves}
         self.hparam_history = {k: arrays[f"hparam:{k}"] for k in self.hparam_history}
         if self.step_loss is not None:

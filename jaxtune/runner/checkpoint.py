@@ -32,21 +32,16 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxtune._io import exclusive, write_atomically
-from jaxtune.distributed import any_process, gather, is_main_process, sync
-from jaxtune.engine import PopulationState
-
-if TYPE_CHECKING:
-    from jaxtune.runner import Runner
+from jaxtune.distributed import any_process, is_main_process, sync
 
 _FILE = "sweep.npz"
 _LOCK = "sweep.lock"
-_KEPT = ("params", "model_state")  # what the runner keeps of each finished member
 _FORMAT = "jaxtune.checkpoint"
 _VERSION = 2  # 2: finished members' model state beside their params
 _READABLE_VERSIONS = (1, 2)  # 1 resumes sweeps without model state
@@ -57,14 +52,16 @@ _READABLE_VERSIONS = (1, 2)  # 1 resumes sweeps without model state
 # gigabytes, not worth a dependency while large arrays are sampled.
 _HASHED_BYTES = 64 * 2**20
 _META = ("fingerprint", "round", "n_trials", "asked", "trained_member_steps", "groups", "tables",
-         "slices", "params_members", "strategy", "stream")  # what restore reads of `__meta__`
+         "slices", "params_members", "strategy", "stream")  # what a restore reads of `__meta__`
 
 
 class Checkpointer:
-    """Saves and restores a `Runner` in `directory`, refusing other sweeps' checkpoints.
+    """Writes a sweep's state to `directory` and reads it back, refusing other sweeps'.
 
-    Used as a context manager, it holds `directory` for the sweep's life (see the
-    module docs): `with checkpointer: runner.run()`.
+    The state is the runner's `state_dict()`: arrays, written as the archive's entries,
+    and JSON-able values, written together as its `__meta__` entry with the sweep's
+    `fingerprint`. Used as a context manager, it holds `directory` for the sweep's life
+    (see the module docs): `with checkpointer: runner.run()`.
     """
 
     def __init__(self, directory: str | os.PathLike, fingerprint: Mapping[str, Any]):
@@ -92,52 +89,29 @@ class Checkpointer:
     def __exit__(self, *exc_info: object) -> None:
         self._held.close()
 
-    def save(self, runner: Runner) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        slices = []
-        for k, piece in enumerate(runner.slices):
-            leaves = jax.tree_util.tree_leaves(gather(piece.state))
-            for i, leaf in enumerate(leaves):
-                arrays[f"slice:{k}:{i}"] = np.asarray(leaf)
-            for name, values in piece.hparams.items():
-                arrays[f"slice_hparam:{k}:{name}"] = values
-            slices.append({"group": piece.group, "members": piece.members.tolist(),
-                           "leaves": len(leaves)})
-        for name, values in runner.recorder.arrays().items():
-            arrays[f"record:{name}"] = values
-        for name in ("member_trial", "member_seed", "member_group", "status", "member_step",
-                     "diverged_step"):
-            arrays[name] = getattr(runner, name)
-        for name, values in runner.member_hparams.items():
-            arrays[f"hparam:{name}"] = values
-        for name in _KEPT:
-            for member, tree in getattr(runner, name).items():
-                for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
-                    arrays[f"{name}:{member}:{i}"] = np.asarray(leaf)
-        meta = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "fingerprint": self.fingerprint,
-            "round": runner.round,
-            "n_trials": runner.n_trials,
-            "asked": runner.asked,
-            "trained_member_steps": runner.trained_member_steps,
-            "groups": [_json_static(group.static) for group in runner.groups],
-            "tables": [table.to_dict() for table in runner.tables],
-            "slices": slices,
-            "params_members": sorted(runner.params),
-            "strategy": runner.strategy.state_dict(),
-            "stream": None if runner.stream is None else runner.stream.state_dict(),
-        }
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Writes `state` (every process passes the same) atomically; process 0 writes."""
+        arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        meta = {"format": _FORMAT, "version": _VERSION, "fingerprint": self.fingerprint,
+                **{k: v for k, v in state.items() if not isinstance(v, np.ndarray)}}
         arrays["__meta__"] = np.asarray(json.dumps(meta))
         if is_main_process():  # every process gathered the same arrays; one writes them
             write_atomically(self.path, lambda file: np.savez(file, **arrays))
         sync("jaxtune checkpoint written")
 
-    def restore(self, runner: Runner) -> bool:
-        """Loads the checkpoint into `runner`; False when there is none yet."""
+    def restore(self) -> Mapping[str, Any] | None:
+        """The state saved, or None when there is no checkpoint yet.
+
+        Every entry of the file, by name (its arrays and its `__meta__` values, with the
+        file's `path` and format `version`); looking up an entry it lacks raises the
+        ValueError of a damaged checkpoint, naming the file.
+
+        Raises:
+          ValueError: the checkpoint of another sweep (the differing arguments named), or
+            a damaged one.
+        """
         if not os.path.exists(self.path):
-            return False
+            return None
         arrays, meta = self._read()
         differing = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                            if meta["fingerprint"].get(k) != self.fingerprint.get(k))
@@ -148,55 +122,7 @@ class Checkpointer:
                 f"`checkpoint_dir` {self.directory!r} holds the checkpoint of a different sweep "
                 f"({shown}). Resume with the same arguments, or pass a new `checkpoint_dir`."
             )
-        for static in meta["groups"]:
-            runner.group_of(static)
-        for columns in meta["tables"]:
-            runner.tables.append(runner.space.table(columns))
-        runner.n_trials = meta["n_trials"]
-        runner.asked = meta["asked"]
-        runner.round = meta["round"]
-        runner.trained_member_steps = meta["trained_member_steps"]
-        for name in ("member_trial", "member_seed", "member_group", "status", "member_step",
-                     "diverged_step"):
-            setattr(runner, name, arrays[name])
-        runner.member_hparams = {name: arrays[f"hparam:{name}"] for name in runner.member_hparams}
-        prefix = "record:"
-        runner.recorder.load_arrays(_Arrays(
-            {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
-            self._damaged, prefix))
-        from jaxtune.runner import Slice
-
-        runner.slices = []
-        for k, entry in enumerate(meta["slices"]):
-            group = runner.groups[entry["group"]]
-            members = np.asarray(entry["members"], np.int64)
-            hparams = {name: arrays[f"slice_hparam:{k}:{name}"] for name in runner.member_hparams}
-            abstract = group.trainer.abstract_state(hparams, members.size)
-            treedef = jax.tree_util.tree_structure(abstract)
-            leaves = [arrays[f"slice:{k}:{i}"] for i in range(entry["leaves"])]
-            state = group.trainer.place(jax.tree_util.tree_unflatten(treedef, leaves))
-            runner.slices.append(Slice(entry["group"], PopulationState(*state), members, hparams))
-        for member in meta["params_members"]:
-            group = runner.groups[int(runner.member_group[member])]
-            hparams = {name: values[member:member + 1]
-                       for name, values in runner.member_hparams.items()}
-            resolved = group.trainer.resolve(hparams)
-            for name in _KEPT:
-                treedef = jax.tree_util.tree_structure(getattr(resolved, name))
-                keys = [f"{name}:{member}:{i}" for i in range(treedef.num_leaves)]
-                if meta["version"] < 2 and any(key not in arrays for key in keys):
-                    raise ValueError(
-                        f"{self.path} lacks the `{name}` of finished member {member} "
-                        "(checkpoints before version 2 kept no model state); remove it or "
-                        "choose another `checkpoint_dir`.")
-                getattr(runner, name)[member] = jax.tree_util.tree_unflatten(
-                    treedef, [arrays[key] for key in keys])
-        runner.strategy.load_state_dict(meta["strategy"])
-        if meta["stream"] is not None:
-            from jaxtune.space import ConfigStream
-
-            runner.stream = ConfigStream.from_state(runner.space, meta["stream"])
-        return True
+        return _Arrays({**arrays, **meta, "path": self.path}, self._damaged)
 
     def _read(self) -> tuple[_Arrays, dict[str, Any]]:
         """The checkpoint's arrays and metadata, refused whole if any part is damaged."""
@@ -237,15 +163,30 @@ class Checkpointer:
 
 
 class _Arrays(dict):
-    """A checkpoint's arrays by name; a missing one is a damaged checkpoint, named as such."""
+    """A checkpoint's entries by name; a missing one is a damaged checkpoint, named as such."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray],
-                 damaged: Callable[[str], ValueError], prefix: str = ""):
+    def __init__(self, arrays: Mapping[str, Any], damaged: Callable[[str], ValueError]):
         super().__init__(arrays)
-        self.damaged, self.prefix = damaged, prefix
+        self.damaged = damaged
 
     def __missing__(self, key: str) -> np.ndarray:
-        raise self.damaged(f"it lacks the array {self.prefix + key!r}")
+        raise self.damaged(f"it lacks the array {key!r}")
+
+
+class Prefixed(Mapping):
+    """The entries of `state` whose names start with `prefix`, by the rest of their name."""
+
+    def __init__(self, state: Mapping[str, Any], prefix: str):
+        self._state, self._prefix = state, prefix
+
+    def __getitem__(self, key: str) -> Any:
+        return self._state[self._prefix + key]
+
+    def __iter__(self):
+        return (k[len(self._prefix):] for k in self._state if k.startswith(self._prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -312,12 +253,3 @@ def _leaf_fingerprint(x: Any) -> list:
         x = x[np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))]
     values = np.ascontiguousarray(np.asarray(x)).reshape(-1).view(np.uint8)
     return [shape, dtype, hashlib.blake2b(values, digest_size=16).hexdigest()]
-
-
-def _json_static(static: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in static.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        out[name] = value
-    return json.loads(json.dumps(out))
