@@ -13,6 +13,7 @@ in XLA_FLAGS is kept: `XLA_FLAGS=--xla_backend_optimization_level=3 python -m py
 the suite compiled as users' programs are.
 """
 
+import inspect
 import os
 import signal
 
@@ -111,14 +112,19 @@ def interrupting(base):
     """The strategy class `base`, sending this process a Ctrl-C at decision `at` (0: never).
 
     `interrupting(jt.PBT)(2, ready=10)` is PBT that the user stops at its second
-    decision; the same class with `at=0` is the uninterrupted twin (one class name, so
-    both have the same checkpoint fingerprint).
+    decision; the same class with `at=0` is the uninterrupted twin: one class name and
+    one `config()` (that of `base`, without `at`), so both have the same checkpoint
+    fingerprint, and the twin resumes the interrupted run's checkpoint.
     """
 
     class Interrupting(base):
         def __init__(self, at, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.at, self.seen = at, 0
+
+        def config(self):
+            # `at` says only when the test presses Ctrl-C: the same sweep either way.
+            return {name: getattr(self, name) for name in inspect.signature(base).parameters}
 
         def decide(self, search, report):
             self.seen += 1
