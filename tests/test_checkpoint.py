@@ -267,3 +267,57 @@ def test_the_lock_is_released_at_the_end_on_an_exception_and_on_ctrl_c(tmp_path)
     assert os.listdir(tmp_path / "interrupted") == ["sweep.npz"]
     tiny_sweep(tmp_path / "interrupted", strategy=InterruptAt(0))  # resumes: nothing holds it
     assert os.listdir(tmp_path / "interrupted") == ["sweep.npz"]
+
+
+# -- a strategy's identity: its class and what it was built with --------------------------
+
+
+class Patience(jt.Strategy):
+    """A user's strategy: its constructor argument is stored under its own name."""
+
+    def __init__(self, patience=3):
+        self.patience = patience
+
+
+class Renamed(jt.Strategy):
+    """Stores its argument under another name: `config()` cannot read it back."""
+
+    def __init__(self, patience=3):
+        self._patience = patience
+
+
+class Declared(Renamed):
+    def config(self):
+        return {"patience": self._patience}
+
+
+def test_a_strategy_built_with_other_arguments_does_not_resume_the_checkpoint(tmp_path):
+    finished = tiny_sweep(tmp_path, strategy=Patience(3))
+    again = tiny_sweep(tmp_path, strategy=Patience(3))  # the same strategy: resumed
+    np.testing.assert_array_equal(again.train_loss, finished.train_loss)
+    with pytest.raises(ValueError, match=r"different sweep \(strategy: .*'patience': 3.*"
+                                         r"now .*'patience': 5"):
+        tiny_sweep(tmp_path, strategy=Patience(5))
+    with pytest.raises(ValueError, match=r"different sweep \(strategy: .*Patience.*now .*"
+                                         r"Declared"):
+        tiny_sweep(tmp_path, strategy=Declared(3))  # another class, the same arguments
+    declared = tiny_sweep(tmp_path / "declared", strategy=Declared(3))  # its fix works
+    np.testing.assert_array_equal(declared.train_loss, finished.train_loss)
+
+
+def test_a_strategy_whose_arguments_cannot_be_read_back_is_refused_with_the_fix(tmp_path,
+                                                                                no_training):
+    with pytest.raises(TypeError, match=r"(?s)Renamed's constructor arguments cannot be read "
+                                        r"back \(no attribute `patience`\).*Define `config\(\)`"
+                                        r".*return \{'patience': self.patience\}"):
+        tiny_sweep(tmp_path, strategy=Renamed(3))
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_built_in_strategies_declare_their_constructor_arguments():
+    for strategy in (jt.MedianStopping(min_steps=2), jt.PlateauDecay(patience=4),
+                     jt.PBT(ready=10, fraction=0.5), jt.SuccessiveHalving(min_steps=3),
+                     jt.Hyperband(eta=2, min_steps=3)):
+        config = strategy.config()
+        assert type(strategy)(**config).config() == config
+    assert jt.PBT(ready=10, fraction=0.5).config()["fraction"] == 0.5

@@ -280,6 +280,37 @@ def test_decided_hyperparameters_may_leave_the_space_but_keep_their_type():
     assert result.hparam_history["halvings"][0, 1] == 7
 
 
+class Watching(jt.Strategy):
+    """Stops configuration 0 at its first decision; keeps what the view showed."""
+
+    def __init__(self):
+        self.statuses, self.scores = [], []
+
+    def decide(self, search, report):
+        self.statuses.append((search.status, search.status))
+        self.scores.append((search.scores(), search.scores("eval_loss", "max"),
+                            search.curve("eval_loss")))
+        first = len(self.statuses) == 1
+        return jt.Decision(stop=tuple(search.trial_members(0))) if first else jt.Decision()
+
+
+def test_the_search_view_is_read_only_and_builds_the_status_once_per_change():
+    watching = Watching()
+    result = run_sweep(strategy=watching)
+    (first, again), (second, _) = watching.statuses[:2]
+    assert again is first  # read twice, built once
+    assert second is not first and list(second[:2]) == ["stopped", "stopped"]
+    assert list(first) == ["running"] * 6
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = "completed"
+    lower_better, negated, curve = watching.scores[-1]
+    np.testing.assert_array_equal(lower_better, curve)  # eval_loss: "min", the sweep's mode
+    np.testing.assert_array_equal(negated, -curve)
+    np.testing.assert_array_equal(curve, result.metrics["eval_loss"])
+    curve[:] = 0.0  # a strategy's copy: the records stay as they were
+    assert not (result.metrics["eval_loss"] == 0).any()
+
+
 InterruptAt = interrupting(jt.Strategy)  # a plain sweep that the user stops at decision k
 
 

@@ -260,10 +260,9 @@ def best_of(values: Iterable[float], mode: str) -> float:
 
 
 _MSG_UNDECLARED_CONFIG = """\
-{name}'s constructor takes {taken}, but {missing} {are} not stored under the same \
-name{s}, so a checkpoint cannot tell this strategy from one built with other arguments. \
-Declare what identifies it: define `config()` returning the arguments it was built with, \
-e.g.
+{name}'s constructor arguments cannot be read back ({reasons}), so a checkpoint could \
+not tell this strategy from one built with other arguments. Define `config()` returning \
+the arguments it was built with, e.g.
 
     def config(self):
         return {example}
@@ -326,18 +325,15 @@ class Strategy:
         if init is object.__init__:
             return {}
         parameters = list(inspect.signature(init).parameters.values())[1:]
-        missing = [p.name if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else
-                   ("*" if p.kind == p.VAR_POSITIONAL else "**") + p.name
-                   for p in parameters
-                   if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, p.name)]
-        if missing:
-            names = [p.name for p in parameters]
-            example = "{" + ", ".join(f"{n!r}: self.{n}" for n in names) + "}"
+        reasons = [f"`{'*' if p.kind == p.VAR_POSITIONAL else '**'}{p.name}` takes any arguments"
+                   if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else f"no attribute `{p.name}`"
+                   for p in parameters if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                   or not hasattr(self, p.name)]
+        if reasons:
+            named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
             raise TypeError(_MSG_UNDECLARED_CONFIG.format(
-                name=type(self).__qualname__, taken=", ".join(f"`{n}`" for n in names),
-                missing=", ".join(f"`{n}`" for n in missing),
-                are="is" if len(missing) == 1 else "are", s="" if len(missing) == 1 else "s",
-                example=example))
+                name=type(self).__qualname__, reasons="; ".join(reasons),
+                example="{" + ", ".join(f"{n!r}: self.{n}" for n in named) + "}"))
         return {p.name: getattr(self, p.name) for p in parameters}
 
     def __repr__(self) -> str:
