@@ -93,6 +93,9 @@ class Trainer:
         another trainer on the same devices to share one copy.
       compiles, compile_seconds: programs this trainer compiled (cache misses) and
         the seconds spent compiling them.
+      source, contract, compiler: the parts it wires: the `BatchSource` of `data`,
+        the user's functions (`engine.contract.Contract`) and its programs' compiler
+        (`engine.programs.Compiler`).
     """
 
     def __init__(
