@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxtune.results import STATUSES
 from jaxtune.space import Space, Table
 
 # A member's status, as stored: an int8 code per member.
@@ -19,7 +20,7 @@ WAITING, RUNNING, COMPLETED, STOPPED, DIVERGED = range(5)
 # The names strategies see (`search.status`), by code.
 STATUS_NAMES = ("waiting", "running", "completed", "stopped", "diverged")
 # The names the result holds, by code: a member still waiting has not ended, so "running".
-RESULT_STATUS = np.array(["running", "running", "completed", "stopped", "diverged"])
+RESULT_STATUS = np.array([name if name in STATUSES else "running" for name in STATUS_NAMES])
 # The per-member arrays, by attribute -> name in a checkpoint.
 _ARRAYS = {"trial": "member_trial", "seed": "member_seed", "group": "member_group",
            "status": "status", "step": "member_step", "diverged_step": "diverged_step"}

@@ -22,6 +22,11 @@ first configurations, `setup` to check arguments against the sweep before
 anything compiles, `members_in_flight` if it needs the whole population training
 at once). `MedianStopping` in `median.py` is the worked example. A strategy
 whose decisions `start` configurations sets `starts_members = True`.
+
+A strategy reads the sweep through `Search`, a read-only view of its settings, its
+members and its records (with `scores`, a metric's curve oriented so that lower is
+better). It is identified in a checkpoint by its class and `config()`, the arguments it
+was built with: read back from same-named attributes unless it declares its own.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from jaxtune.results import MODES, guess_mode
 
 if TYPE_CHECKING:  # the runner imports this module; only type names flow back
     from jaxtune.runner.configs import ConfigSource
@@ -117,6 +124,8 @@ class Search:
 
     def __init__(self, settings: Settings, members: MemberTable, recorder: Recorder,
                  configs: ConfigSource):
+        """Built by `jt.sweep` before the runner, over the runner's own member table,
+        records and sampler: what they hold now is what the view shows."""
         self._settings = settings
         self._members = members
         self._recorder = recorder
@@ -352,9 +361,8 @@ def resolve_metric(search: Search, metric: str | None, mode: str | None, owner: 
     if mode is None:
         mode = search.mode if metric == search.metric else None
     if mode is None:
-        from jaxtune.results import guess_mode
-
         mode = guess_mode(metric)
-    if mode not in ("min", "max"):
-        raise ValueError(f"{owner}: `mode` must be 'min' or 'max', got mode={mode!r}.")
+    if mode not in MODES:
+        raise ValueError(f"{owner}: `mode` must be {' or '.join(map(repr, MODES))}, got "
+                         f"mode={mode!r}.")
     return metric, mode
