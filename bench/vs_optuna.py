@@ -24,14 +24,17 @@ Validation accuracy on the digits validation split after `steps` steps, one seed
     optuna / optuna+traced shows what not recompiling buys; optuna+traced /
     jaxtune what batching buys.
 (b) Search quality at an equal budget of member-steps (`--quality-trials` x
-    `--steps`), best final validation accuracy, mean and spread over `--repeats`
-    repeats (seeds 0, 1, ...): random search (`jt.sweep`, sampler="random"), TPE
-    (`OptunaSearch`, no pruner), TPE + `HyperbandPruner` (`OptunaSearch` with
-    `max_member_steps` = the budget, so pruning buys more trials).
+    `--steps`, for each of several `--quality-trials`), best final validation
+    accuracy, mean and spread over `--repeats` repeats (seeds 0, 1, ...): random
+    search (`jt.sweep`, sampler="random"), TPE (`OptunaSearch`, no pruner), TPE +
+    `HyperbandPruner` (`OptunaSearch` with `max_member_steps` = the budget, so
+    pruning buys more trials); `OptunaSearch`'s default `concurrent` unless
+    `--quality-concurrent` is given.
 
     python bench/vs_optuna.py            # 128 trials x 300 steps; quality 64 trials, 5 repeats
     python bench/vs_optuna.py --quick    # 128 trials x 100 steps (the recompiling baseline:
                                          # 16); quality 32 trials, 3 repeats
+    python bench/vs_optuna.py --skip throughput --quality-trials 16 32 64 --steps 100
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def throughput(data, trials: int, steps: int, concurrent: int, optuna_trials: in
     return rates
 
 
-def quality(data, trials: int, steps: int, repeats: int, concurrent: int) -> dict:
+def quality(data, trials: int, steps: int, repeats: int, concurrent: int | None) -> dict:
     budget = trials * steps
     best: dict[str, list[float]] = {"random": [], "TPE": [], "TPE+Hyperband": []}
     counts: dict[str, list[int]] = {name: [] for name in best}
@@ -185,7 +188,9 @@ def main() -> None:
                         help="trials of the recompiling baseline (default: --trials; "
                              "16 with --quick: each compiles, so its rate does not change)")
     parser.add_argument("--concurrent", type=int, default=32)
-    parser.add_argument("--quality-trials", type=int, default=None)
+    parser.add_argument("--quality-trials", type=int, nargs="+", default=None)
+    parser.add_argument("--quality-concurrent", type=int, default=None,
+                        help="OptunaSearch's `concurrent` in (b) (default: its own)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip", choices=["throughput", "quality"], default=None)
     parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
@@ -194,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     jt.use_cpu_devices(args.cpu_devices)  # how a sweep uses every core (DESIGN.md section 4)
     steps = args.steps or (100 if args.quick else 300)
-    quality_trials = args.quality_trials or (32 if args.quick else 64)
+    quality_trials = args.quality_trials or [32 if args.quick else 64]
     repeats = args.repeats or (3 if args.quick else 5)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = jt.load_digits()
@@ -209,11 +214,11 @@ def main() -> None:
               f"{jax.device_count()} device(s), trials/s end to end:")
         for name, rate in rates.items():
             print(f"  {name:14s} {rate:8.2f}   jaxtune is {rates['jaxtune'] / rate:5.1f}x")
-    if args.skip != "quality":
-        scores = quality(data, quality_trials, steps, repeats, args.concurrent)
-        out["quality"] = scores
-        print(f"(b) best validation accuracy at {quality_trials} x {steps} member-steps, "
-              f"{repeats} repeats (mean +- std; trials run):")
+    for n in quality_trials if args.skip != "quality" else []:
+        scores = quality(data, n, steps, repeats, args.quality_concurrent)
+        out.setdefault("quality", {})[n] = scores
+        print(f"(b) best validation accuracy at {n} x {steps} member-steps, "
+              f"{repeats} repeats (mean +- std; trials run):", flush=True)
         for name, s in scores.items():
             print(f"  {name:14s} {s['mean']:.4f} +- {s['std']:.4f}   trials {s['trials']}")
     if args.json:
