@@ -8,6 +8,7 @@ is concrete (a Python number or a concrete array) and passes unchecked when trac
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -141,3 +142,11 @@ def index(name: str, value: Any, size: int, what: str) -> int:
         raise ValueError(f"`{name}` must be one of the {size} {what} (0..{size - 1}), got "
                          f"{name}={int(value)}.")
     return int(value)
+
+
+def real(name: str, value: Any, what: str = "a finite number") -> float:
+    """`value` as a float; TypeError unless it is a finite real number (bools are not)."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)):
+        raise TypeError(f"`{name}` must be {what}, got {type(value).__name__} {value!r}.")
+    return float(value)

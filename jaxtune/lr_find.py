@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtune._checks import positive_int
+from jaxtune._checks import positive_int, real
 from jaxtune.results import SweepResult
 from jaxtune.space import Choice, Fixed, RandInt, Space, fixed
 from jaxtune.strategies.base import CONTINUE, Decision, Report, Search, Strategy
@@ -152,12 +151,6 @@ class _StopAboveBest(Strategy):
         return f"_StopAboveBest({self.factor!r})"
 
 
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"`{name}` must be a finite number, got {type(value).__name__} {value!r}.")
-    return float(value)
-
-
 def lr_find(
     loss_fn: Callable,
     init_params: Any,
@@ -210,7 +203,7 @@ def lr_find(
       An `LRFindResult`: learning rates, raw and smoothed curves, suggestions per
       rule with their spread over seeds, `plot()`.
     """
-    min_lr, max_lr = _real("min_lr", min_lr), _real("max_lr", max_lr)
+    min_lr, max_lr = real("min_lr", min_lr), real("max_lr", max_lr)
     if min_lr <= 0:
         raise ValueError(f"`min_lr` must be positive, got min_lr={min_lr!r}; e.g. min_lr=1e-7.")
     if max_lr <= min_lr:
@@ -219,11 +212,11 @@ def lr_find(
     steps = positive_int("steps", steps)
     if steps < 2:
         raise ValueError(f"`steps` must be at least 2, got steps={steps}.")
-    stop_factor = _real("stop_factor", stop_factor)
+    stop_factor = real("stop_factor", stop_factor)
     if stop_factor <= 1:
         raise ValueError(f"`stop_factor` must be greater than 1, got stop_factor={stop_factor!r};"
                          " e.g. 4.0 stops a member at four times its best loss.")
-    smoothing = _real("smoothing", smoothing)
+    smoothing = real("smoothing", smoothing)
     if not 0 <= smoothing < 1:
         raise ValueError(f"`smoothing` must lie in [0, 1), got smoothing={smoothing!r}.")
     space = Space() if space is None else space
