@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,15 +66,44 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """`jaxtune demo`: the flags checked, JAX started, the sweep run and reported."""
+    refused = _refused_flags(args)
+    if refused:
+        print(f"jaxtune demo: {refused}", file=sys.stderr)
+        return 2
+
+    import jaxtune as jt
+
+    _start_jax(args)
+    import jax
+
+    devices = jax.devices()
+    main = jt.distributed.is_main_process()
+    if main:
+        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, "
+              f"{args.steps} steps, on {len(devices)} {devices[0].platform} device(s){processes}")
+    outcome = _run_sweep(args)
+    if isinstance(outcome, int):
+        return outcome
+    if main:  # every process holds the same result; process 0 reports it
+        _report(args, *outcome)
+    return 0
+
+
+def _refused_flags(args: argparse.Namespace) -> str | None:
+    """Why the flags cannot run, checked before JAX starts; None when they can."""
     for name in ("trials", "seeds", "steps", "batch_size", "top", "cpu_devices"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            print(f"jaxtune demo: --{name.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
+            return f"--{name.replace('_', '-')} must be positive"
     if args.storage is not None and not args.optuna:
-        print("jaxtune demo: --storage needs --optuna", file=sys.stderr)
-        return 2
+        return "--storage needs --optuna"
+    return None
 
+
+def _start_jax(args: argparse.Namespace) -> None:
+    """Devices, the multi-process run and the compilation cache, as the flags say."""
     import jaxtune as jt
 
     # Must precede any JAX computation: JAX fixes its device list when it starts.
@@ -88,19 +118,15 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.no_compilation_cache:
         jt.enable_compilation_cache(args.compilation_cache)
 
-    import jax
-    import pandas as pd
 
+def _run_sweep(args: argparse.Namespace) -> tuple[Any, Any, float] | int:
+    """`(result, Optuna search or None, seconds taken)`, or the exit code of a sweep that
+    did not finish."""
+    import jaxtune as jt
     from jaxtune.demo import digits_sweep
 
-    devices = jax.devices()
-    main = jt.distributed.is_main_process()
-    if main:
-        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-        print(f"jaxtune demo: {args.trials} configurations x {args.seeds} seeds, "
-              f"{args.steps} steps, on {len(devices)} {devices[0].platform} device(s){processes}")
     start = time.perf_counter()
-    extra = {}
+    extra, search = {}, None
     if args.checkpoint_dir:
         extra["checkpoint_dir"] = args.checkpoint_dir
     if args.optuna:
@@ -128,9 +154,12 @@ def _demo(args: argparse.Namespace) -> int:
             raise
         print(f"jaxtune demo: {error}", file=sys.stderr)  # the study: storage, direction...
         return 2
-    elapsed = time.perf_counter() - start
-    if not main:  # every process holds the same result; process 0 reports it
-        return 0
+    return result, search, time.perf_counter() - start
+
+
+def _report(args: argparse.Namespace, result: Any, search: Any, elapsed: float) -> None:
+    """The top configurations, the timing, the study, the plot and the saved result."""
+    import pandas as pd
 
     with pd.option_context("display.width", 120, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):
@@ -140,7 +169,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"total {elapsed:.1f} s (compile {timing['compile_s']:.1f} s, "
           f"{timing['member_steps_per_s']:,.0f} member-steps/s); "
           f"{int(result.diverged.sum())} of {result.n_members} members diverged")
-    if args.optuna:
+    if search is not None:
         states = [t.state.name for t in search.study.trials]
         print(f"study {args.study_name!r}"
               + (f" in {args.storage}" if args.storage else "") + f": {len(states)} trials ("
@@ -150,7 +179,6 @@ def _demo(args: argparse.Namespace) -> int:
     if args.save:
         result.save(args.save)
         print(f"result saved to {args.save}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
