@@ -20,6 +20,7 @@ import optuna
 import pytest
 
 import jaxtune as jt
+from jaxtune.integrations.optuna import library
 
 # `TPESampler(constant_liar=True)` is marked experimental in Optuna 4.x (not in 5.x).
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -283,6 +284,24 @@ def test_without_optuna_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # what `import optuna` sees uninstalled
     with pytest.raises(ImportError, match=r"pip install 'jaxtune\[optuna\]'"):
         jt.OptunaSearch()
+
+
+def test_the_private_optuna_names_jaxtune_reads_are_there(tmp_path):
+    # Optuna has no public way to a study's storage, nor to the URL behind the cache it
+    # wraps an RDBStorage in; library.py reads both, checked against CHECKED_VERSIONS.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url)
+    checked = f"(jaxtune checked Optuna {', '.join(library.CHECKED_VERSIONS)})"
+    assert hasattr(study, "_storage"), (
+        f"Optuna {optuna.__version__} has no `Study._storage` {checked}: update "
+        "study_storage() in jaxtune/integrations/optuna/library.py and the pin in "
+        "pyproject.toml.")
+    assert library.study_storage(study) is study._storage
+    assert isinstance(library.study_storage(study), optuna.storages.BaseStorage)
+    assert getattr(library.storage_backend(study._storage), "url", None) == url, (
+        f"Optuna {optuna.__version__} no longer keeps an RDBStorage as "
+        f"`_CachedStorage._backend` {checked}: update storage_backend() in "
+        "jaxtune/integrations/optuna/library.py and the pin in pyproject.toml.")
 
 
 def test_import_jaxtune_does_not_import_optuna():
