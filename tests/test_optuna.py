@@ -21,6 +21,7 @@ import pytest
 
 import jaxtune as jt
 from jaxtune.integrations.optuna import library
+from jaxtune.integrations.optuna.distributions import distributions, space_values, suggest
 
 # `TPESampler(constant_liar=True)` is marked experimental in Optuna 4.x (not in 5.x).
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -233,6 +234,26 @@ def test_the_value_told_is_the_last_or_the_best_record(value):
         curve = [frozen.intermediate_values[s] for s in (10, 20, 30)]
         assert min(curve) < 10 <= curve[-1]  # the last record is the worst
         assert frozen.value == (min(curve) if value == "best" else curve[-1])
+
+
+def test_every_dimension_is_asked_from_optuna_and_read_back_as_the_space_gives_it():
+    space = jt.Space(act=jt.choice(["relu", None, (1, 2)]), n=jt.randint(1, 3),
+                     lr=jt.loguniform(1e-3, 1.0), width=jt.fixed(8))
+    asked = distributions(space)
+    assert asked["act"].choices == ("relu", None, "(1, 2)")  # a tuple goes in as its repr
+    assert (asked["n"].low, asked["n"].high) == (1, 2)  # randint's `high` is excluded
+    assert asked["lr"].log and "width" not in asked
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(40):
+        trial = study.ask()
+        for name, distribution in asked.items():
+            suggest(trial, name, distribution)
+        assert trial.distributions == asked
+        drawn.append(space_values(space, trial.params))
+    assert {d["act"] for d in drawn} == {"relu", None, (1, 2)}
+    assert {d["n"] for d in drawn} == {1, 2}
+    assert all(d["width"] == 8 and 1e-3 <= d["lr"] <= 1.0 for d in drawn)
 
 
 # -- bad input, each refused before anything compiles ------------------------------------

@@ -145,7 +145,9 @@ class OptunaSearch(Strategy):
         self.study = study
         self._given_study = study is not None
         self._driver = Driver(self.driver_timeout)
-        self._book: TrialBook | None = None  # built by `setup`, once the study is open
+        # Built by `setup`, once the study is open.
+        self._storage: StudyStorage | None = None
+        self._book: TrialBook | None = None
 
     # -- setup: everything checked before anything compiles ------------------------------
 
@@ -264,7 +266,7 @@ class OptunaSearch(Strategy):
         replayed = book.replayed.get(trial)
         if replayed is not None:  # told after the checkpoint this run resumed from
             if replayed != "COMPLETE" or np.all(status[members] != "running"):
-                book.active.discard(trial)
+                book.drop(trial)
                 return running
             return []
         if np.any(status[members] == "diverged"):

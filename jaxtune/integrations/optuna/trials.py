@@ -73,18 +73,18 @@ class TrialBook:
         """Asks the study for `n` trials, jaxtune trials `first`, `first + 1`, ..."""
         call = self.storage.call
         rows = []
-        for trial_id in range(first, first + n):
+        for trial in range(first, first + n):
             # Asked, then each parameter drawn, as `study.ask(distributions)` does, so a
             # retry after a lock repeats one write, not the trial's creation.
-            trial = call("asking for a trial", self.storage.study.ask)
+            asked = call("asking for a trial", self.storage.study.ask)
             for name, distribution in self.distributions.items():
-                call(f"drawing `{name}` of trial {trial.number}", suggest, trial, name,
+                call(f"drawing `{name}` of trial {asked.number}", suggest, asked, name,
                      distribution)
-            call(f"labelling trial {trial.number}", trial.set_user_attr, TRIAL_ATTR, trial_id)
-            self.numbers[trial_id] = trial.number
-            self._trials[trial_id] = trial
-            self.active.add(trial_id)
-            rows.append(space_values(self.space, trial.params))
+            call(f"labelling trial {asked.number}", asked.set_user_attr, TRIAL_ATTR, trial)
+            self.numbers[trial] = asked.number
+            self._trials[trial] = asked
+            self.active.add(trial)
+            rows.append(space_values(self.space, asked.params))
         self.counted += n
         return self.space.table({name: [row[name] for row in rows]
                                  for name in self.space.names})
@@ -106,6 +106,10 @@ class TrialBook:
         number = self.numbers[trial]
         self.storage.call(f"telling trial {number} {state.name}", self.storage.study.tell,
                           number, value, state=state)
+        self.drop(trial)
+
+    def drop(self, trial: int) -> None:
+        """Stops following `trial` without telling the study (it was told already)."""
         self.active.discard(trial)
         self._trials.pop(trial, None)
 
