@@ -19,33 +19,27 @@ environment, as `jax.distributed.initialize` does.
 "The same program" is checked before the first collective: `sweep` exchanges a
 digest of each of its arguments between the processes
 (`check_same_on_every_process`), the user functions by their code, closures and
-the globals they use (`fingerprint`), and refuses a mismatch naming what
-differs, instead of a mixed result or a collective that aborts.
+the globals they use (`fingerprint`, the digest of `jaxtune.fingerprint`, the one
+checkpoints use), and refuses a mismatch naming what differs, instead of a mixed
+result or a collective that aborts.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import sys
-import sysconfig
-import types
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from jaxtune.fingerprint import digest as fingerprint
+from jaxtune.fingerprint import qualified_name
+
 __all__ = ["any_process", "check_same_on_every_process", "fingerprint", "gather",
            "initialize", "is_main_process", "sync"]
 
-# Bytes of an array hashed into a function's fingerprint: all of a small one (a table,
-# a mask), the first and last half of this for a larger one (data it closes over).
-_ARRAY_BYTES = 1 << 24
-# How deep a fingerprint follows objects reached from a function (closures, globals,
-# attributes): far enough for a loss calling helpers that close over constants.
-_DEPTH = 6
 # Characters of each argument shown per process when processes disagree.
 _SHOWN = 160
 
@@ -136,147 +130,6 @@ def place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.tree_util.tree_map(one, tree)
 
 
-def fingerprint(value: Any) -> str:
-    """A digest of `value` that is the same in every process running the same program.
-
-    Numbers, strings, containers and arrays by value (an array over 16 MiB by its
-    first and last 8 MiB); a pytree by its leaves; a function by what it computes,
-    as far as Python can tell: its bytecode and constants, its defaults, the values in its
-    closure and the module globals its code names, following the functions among
-    them (helpers, `functools.partial`, bound methods, `jax.jit` wrappers) and the
-    attributes of callable objects (an Equinox or Flax module); numbers, strings,
-    containers and arrays by value. Only named: where the code lives (file, line),
-    modules, functions of installed libraries and the standard library (their
-    version is the environment's), objects that are not callable (a logger holds
-    per-process state). Two processes running different code of their own get
-    different digests (16 hex digits).
-    """
-    digest = hashlib.sha256()
-    _feed(digest, value, _DEPTH, set())
-    return digest.hexdigest()[:16]
-
-
-def _feed(digest: Any, value: Any, depth: int, seen: set[int]) -> None:
-    """Writes a process-independent description of `value` into `digest`."""
-    def put(*tokens: Any) -> None:
-        for token in tokens:
-            digest.update(str(token).encode() + b"\x00")
-
-    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
-        put(type(value).__name__, repr(value))
-        return
-    if isinstance(value, types.ModuleType):
-        put("module", value.__name__)
-        return
-    if isinstance(value, type):
-        put("class", value.__module__, value.__qualname__)
-        return
-    if isinstance(value, np.ndarray | np.generic) or (
-            isinstance(value, jax.Array) and value.is_fully_addressable):
-        _feed_array(put, digest, value)
-        return
-    if isinstance(value, jax.Array):
-        put("array", value.shape, value.dtype)  # spread over processes: its values are not here
-        return
-    if id(value) in seen or depth <= 0:
-        put("seen", type(value).__qualname__)
-        return
-    seen.add(id(value))
-    deeper = functools.partial(_feed, digest, depth=depth - 1, seen=seen)
-    if isinstance(value, tuple | list):
-        put(type(value).__name__, len(value))
-        for item in value:
-            deeper(item)
-    elif isinstance(value, dict):
-        put("dict", len(value))
-        for key, item in value.items():
-            deeper(key)
-            deeper(item)
-    elif isinstance(value, set | frozenset):  # its order differs between processes
-        put("set", *sorted(fingerprint(item) for item in value))
-    elif isinstance(value, types.CodeType):
-        put("code", value.co_name, value.co_argcount, value.co_kwonlyargcount,
-            value.co_flags, value.co_names, value.co_varnames, value.co_freevars)
-        digest.update(value.co_code)
-        for constant in value.co_consts:
-            deeper(constant)
-    elif isinstance(value, types.FunctionType):
-        put("function", value.__module__, value.__qualname__)
-        if _installed(value.__module__):
-            return
-        deeper(value.__code__)
-        deeper(value.__defaults__)
-        deeper(value.__kwdefaults__)
-        for cell in value.__closure__ or ():
-            try:
-                deeper(cell.cell_contents)
-            except ValueError:  # a cell not yet filled
-                put("empty cell")
-        for name in sorted(_global_names(value.__code__)):
-            if name in value.__globals__:
-                put("global", name)
-                deeper(value.__globals__[name])
-    elif isinstance(value, functools.partial):
-        put("partial")
-        deeper(value.func)
-        deeper(value.args)
-        deeper(value.keywords)
-    elif isinstance(value, types.MethodType):
-        put("method")
-        deeper(value.__func__)
-        deeper(value.__self__)
-    elif hasattr(value, "__wrapped__"):  # jax.jit, functools.wraps
-        put("wrapped")
-        deeper(value.__wrapped__)
-    elif isinstance(value, types.BuiltinFunctionType | types.BuiltinMethodType):
-        put("builtin", getattr(value, "__module__", None), value.__qualname__)
-    else:  # an object: its class; its leaves if a pytree; if callable, its code and state
-        put("object", type(value).__module__, type(value).__qualname__)
-        leaves = jax.tree_util.tree_leaves(value)
-        if not (len(leaves) == 1 and leaves[0] is value):
-            deeper(leaves)
-        call = next((vars(c)["__call__"] for c in type(value).__mro__
-                     if "__call__" in vars(c)), None)
-        if isinstance(call, types.FunctionType):
-            deeper(call)
-            attributes = getattr(value, "__dict__", None)
-            if isinstance(attributes, dict):
-                deeper(attributes)
-
-
-def _feed_array(put: Any, digest: Any, value: Any) -> None:
-    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-        value = jax.random.key_data(value)
-    array = np.ascontiguousarray(np.asarray(value))
-    put("array", array.shape, array.dtype)
-    if array.dtype == object:
-        return
-    data = array.reshape(-1).view(np.uint8)
-    if data.size > _ARRAY_BYTES:
-        data = np.concatenate([data[:_ARRAY_BYTES // 2], data[-_ARRAY_BYTES // 2:]])
-    digest.update(data.tobytes())
-
-
-@functools.cache
-def _installed(module: str | None) -> bool:
-    """Whether `module` comes with Python or an installed package (not the user's code)."""
-    file = getattr(sys.modules.get(module or ""), "__file__", None)
-    if file is None:
-        return module in sys.builtin_module_names
-    paths = sysconfig.get_paths()
-    return any(file.startswith(paths[key]) for key in ("stdlib", "platstdlib", "purelib",
-                                                       "platlib"))
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """The names a code object and the code nested in it look up (globals among them)."""
-    names = set(code.co_names)
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            names |= _global_names(constant)
-    return names
-
-
 def check_same_on_every_process(what: str, arguments: Mapping[str, Any]) -> None:
     """Raises ValueError on every process unless all give the same `arguments`.
 
@@ -330,9 +183,7 @@ def _shown(value: Any) -> str:
     if isinstance(value, np.ndarray | jax.Array):
         return f"array {value.dtype}{list(value.shape)}"
     if callable(value) and not isinstance(value, type):
-        inner = getattr(value, "func", getattr(value, "__wrapped__", value))
-        name = getattr(inner, "__qualname__", type(inner).__qualname__)
-        return f"{getattr(inner, '__module__', '')}.{name}, digest {fingerprint(value)}"
+        return f"{qualified_name(value)}, digest {fingerprint(value)}"
     return f"{type(value).__qualname__}, digest {fingerprint(value)}"
 
 

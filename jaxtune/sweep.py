@@ -29,6 +29,7 @@ from jaxtune.engine import (
     is_init_function,
     leading_length,
 )
+from jaxtune.fingerprint import fingerprint_function, fingerprint_values
 from jaxtune.results import RESERVED_COLUMNS, SweepResult, check_mode, check_names, guess_mode
 from jaxtune.runner import (
     Checkpointer,
@@ -39,8 +40,6 @@ from jaxtune.runner import (
     Recorder,
     Runner,
     Slices,
-    fingerprint_function,
-    fingerprint_values,
 )
 from jaxtune.space import ConfigStream, Space, Table
 from jaxtune.strategies.base import Search, Settings, Strategy
@@ -167,13 +166,18 @@ def sweep(
         returns exactly the result of an uninterrupted run. Ctrl-C stops at the
         next record point and raises `jt.SweepInterrupted` with the partial result.
         A checkpoint is resumed only by the same sweep, judged by a fingerprint of
-        the arguments: functions by qualified name; `data`, `eval_data` and
-        `init_params` by value (a hash of every byte of an array up to 64 MiB, of
-        rows spread over a larger one); a `batch_fn` or an `init_fn` by name and
-        the arrays it refers to directly (closure, module globals); an iterable of
-        batches by the shapes of its batches. Another sweep's checkpoint is refused,
-        and so is a second sweep on a `checkpoint_dir` in use (`sweep.lock` there
-        names the process holding it).
+        the arguments (`jaxtune.fingerprint`): `data`, `eval_data` and `init_params`
+        by value (a hash of every byte of an array up to 64 MiB, of rows spread over
+        a larger one); functions (`loss_fn`, `make_optimizer`, `eval_fn`, a
+        `batch_fn`, an `init_fn`) by name and code: bytecode, constants, defaults,
+        closures and the globals they use, arrays among them by value, and the
+        helpers they call; not by comments, docstrings or line numbers, so fixing a
+        comment keeps the checkpoint, changing the code (or the minor version of
+        Python) refuses it; an iterable of batches by the shapes of its batches; a
+        strategy by its class and `config()`. Another sweep's checkpoint is refused,
+        as is one written by a jaxtune that fingerprinted differently (saying so),
+        and a second sweep on a `checkpoint_dir` in use (`sweep.lock` there names
+        the process holding it).
       checkpoint_every: write the checkpoint every this many rounds of record points.
       record_step_loss: also keep the training loss of every step.
       keep_params: which members' final parameters (and model state) the result keeps:
@@ -225,7 +229,7 @@ def sweep(
     fingerprint = None if checkpoint_dir is None else _fingerprint(
         loss_fn, init_params, make_optimizer, space, table, data, eval_fn, eval_data,
         batch_size=batch_size, steps=steps, seeds=seeds, seed=seed, eval_every=eval_every,
-        sampler=sampler, strategy=strategy_fingerprint(strategy), metric=metric, mode=mode,
+        sampler=sampler, strategy=strategy_identity(strategy), metric=metric, mode=mode,
         keep_params=keep_params, record_step_loss=record_step_loss)
     runner = _runner(
         strategy, probes, make_trainer, _config_source(space, table, configs, sampler, seed,
@@ -330,10 +334,14 @@ def _config_source(space: Space, table: Table, configs: Any, sampler: str, seed:
 
 def _check_same_call(*, space: Space, strategy: Strategy, devices: Any, **arguments: Any
                      ) -> None:
-    """Refuses processes making different calls (see `check_same_on_every_process`)."""
+    """Refuses processes making different calls (see `check_same_on_every_process`).
+
+    The strategy by its declared identity (`strategy_identity`), as a checkpoint knows it;
+    with one process nothing is compared, and a strategy need not declare one.
+    """
+    identity = strategy_identity(strategy) if jax.process_count() > 1 else None
     check_same_on_every_process("`jt.sweep`", {
-        **arguments, "space": repr(space),
-        "strategy": f"{type(strategy).__module__}.{type(strategy).__qualname__}: {strategy!r}",
+        **arguments, "space": repr(space), "strategy": json.dumps(identity, default=str),
         "devices": None if devices is None else [d.id for d in devices]})
 
 
@@ -421,8 +429,9 @@ def _ranking(metric: str | None, mode: str | None, eval_names: Sequence[str],
     return metric, mode or guess_mode(metric)
 
 
-def strategy_fingerprint(strategy: Strategy) -> dict[str, Any]:
-    """What identifies a strategy in a checkpoint: its class and its `config()`.
+def strategy_identity(strategy: Strategy) -> dict[str, Any]:
+    """What identifies a strategy, to a checkpoint and between processes: its class and
+    its `config()`.
 
     Raises TypeError (from `Strategy.config`) for a strategy whose constructor arguments
     cannot be read back, with the fix.
@@ -467,20 +476,16 @@ def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_
                  **settings) -> dict[str, Any]:
     """What identifies a sweep, for refusing another sweep's checkpoint.
 
-    Functions by qualified name; `data`, `eval_data` and `init_params` by value (see
-    `fingerprint_values`), a `batch_fn` or `init_fn` by name and the arrays it refers to
-    (`fingerprint_function`), an iterable of batches by the shapes of a batch.
+    Functions (`loss_fn`, `make_optimizer`, `eval_fn`, a `batch_fn` or an `init_fn`) by
+    name and code (`fingerprint_function`); `data`, `eval_data` and `init_params` by value
+    (`fingerprint_values`); an iterable of batches by the shapes of a batch.
     """
-
-    def name(fn):
-        return None if fn is None else f"{getattr(fn, '__module__', '')}." \
-                                      f"{getattr(fn, '__qualname__', type(fn).__name__)}"
-
     init = fingerprint_function(init_params) if is_init_function(init_params) else \
         fingerprint_values(init_params)
     return {
-        "space": repr(space), "loss_fn": name(loss_fn), "make_optimizer": name(make_optimizer),
-        "init_params": init, "eval_fn": name(eval_fn),
+        "space": repr(space), "loss_fn": fingerprint_function(loss_fn),
+        "make_optimizer": fingerprint_function(make_optimizer), "init_params": init,
+        "eval_fn": fingerprint_function(eval_fn),
         "data": fingerprint_function(data) if callable(data) else repr(data) if is_stream(data)
         else fingerprint_values(data),
         "eval_data": fingerprint_values(eval_data),

@@ -22,6 +22,7 @@ import pytest
 from conftest import interrupting
 
 import jaxtune as jt
+from jaxtune import fingerprint as fingerprints
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(32, 2)).astype(np.float32)
@@ -40,7 +41,8 @@ def tiny_sweep(checkpoint_dir=None, **changes):
                      devices=ONE_DEVICE, progress=False, checkpoint_dir=checkpoint_dir)
     arguments.update(changes)
     init_params = arguments.pop("init_params", np.zeros((2, 1), np.float32))
-    return jt.sweep(loss, init_params, lambda learning_rate: optax.sgd(learning_rate),
+    loss_fn = arguments.pop("loss_fn", loss)
+    return jt.sweep(loss_fn, init_params, lambda learning_rate: optax.sgd(learning_rate),
                     jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)), **arguments)
 
 
@@ -182,6 +184,85 @@ def test_a_checkpoint_of_other_data_of_the_same_shapes_is_refused(tmp_path, argu
     named = "data" if argument == "batch_fn" else argument
     with pytest.raises(ValueError, match=f"holds the checkpoint of a different sweep \\({named}: "):
         tiny_sweep(tmp_path, **OTHER[argument])
+
+
+# -- functions by their code: a comment fixed resumes, the code changed does not ----------
+
+LOSS = '''
+def loss(params, batch):
+    x, y = batch
+    return jnp.mean((x @ params - y) ** 2)
+'''
+COMMENTED = '''
+
+def loss(params, batch):
+    """The mean squared error, documented since."""
+    x, y = batch  # inputs, targets
+    # a typo fixd in a comment: the code's lines shift, its bytecode stays
+    return jnp.mean((x @ params - y) ** 2)
+'''
+CHANGED = LOSS.replace("** 2", "** 2 / 2")
+
+
+def written(source):
+    """The `loss` of `source`, defined in this module as a user's notebook cell defines it."""
+    namespace = {"__name__": __name__, "jnp": jnp}
+    exec(source, namespace)
+    return namespace["loss"]
+
+
+def test_a_changed_loss_refuses_the_checkpoint_a_changed_comment_does_not(tmp_path):
+    finished = tiny_sweep(tmp_path, loss_fn=written(LOSS))
+    again = tiny_sweep(tmp_path, loss_fn=written(COMMENTED))  # comments, docstring, lines
+    np.testing.assert_array_equal(again.train_loss, finished.train_loss)
+    with pytest.raises(ValueError, match=r"holds the checkpoint of a different sweep \(loss_fn: "
+                                         r"checkpoint \['test_checkpoint.loss', '\w+'\], now "):
+        tiny_sweep(tmp_path, loss_fn=written(CHANGED))
+
+
+def test_an_array_over_64_mib_is_fingerprinted_by_rows_spread_over_it():
+    rows = np.zeros((2**14, 2**10 + 1), np.float32)  # 64 MiB and a bit: rows sampled
+    one_row = np.zeros((2, 2**24 + 1), np.float32)  # a row alone over 64 MiB: its ends
+    for array in (rows, one_row):
+        before = fingerprints.fingerprint_values(array), jt.distributed.fingerprint(array)
+        for where in ((0, 0), (-1, -1), (len(array) // 2, 0)):
+            array[where] = 1.0
+            after = fingerprints.fingerprint_values(array), jt.distributed.fingerprint(array)
+            array[where] = 0.0
+            assert after[0] != before[0] and after[1] != before[1], where
+
+
+def with_fingerprint_format(fingerprint_format):
+    """A checkpoint as another jaxtune wrote it: another fingerprint format (None: the old
+    one, which stored none), its functions fingerprinted by name as jaxtune did then."""
+
+    def change(arrays):
+        meta = json.loads(str(arrays["__meta__"]))
+        meta.pop("fingerprint_format")
+        if fingerprint_format is not None:
+            meta["fingerprint_format"] = fingerprint_format
+        meta["fingerprint"]["loss_fn"] = "test_checkpoint.loss"
+        arrays["__meta__"] = np.asarray(json.dumps(meta))
+
+    return rewritten(change)
+
+
+@pytest.mark.parametrize("fingerprint_format, which, fix", [
+    (None, "an older", "the jaxtune version that started it"),
+    (1, "an older", "the jaxtune version that started it"),
+    (99, "a newer", "that newer jaxtune"),
+])
+def test_a_checkpoint_fingerprinted_by_another_jaxtune_is_refused_saying_so(
+        checkpoint_bytes, tmp_path, fingerprint_format, which, fix):
+    path = tmp_path / "sweep.npz"
+    path.write_bytes(with_fingerprint_format(fingerprint_format)(checkpoint_bytes))
+    with pytest.raises(ValueError, match=re.escape(
+            f"`checkpoint_dir` {str(tmp_path)!r} holds a checkpoint written by {which} jaxtune, "
+            f"which identified a sweep's arguments another way (fingerprint format "
+            f"{fingerprint_format or 1}, this version {fingerprints.FORMAT}): whether it is "
+            f"this same sweep cannot be told. Resume it with {fix}, or delete {path} (or pass "
+            "a new `checkpoint_dir`) to start this sweep afresh.")):
+        tiny_sweep(tmp_path)
 
 
 class Paused(jt.Strategy):

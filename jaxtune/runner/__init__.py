@@ -7,8 +7,6 @@ curves; `configs.py` the sampler strategies ask; `checkpoint.py` the state on di
 """
 
 from jaxtune.runner.checkpoint import Checkpointer as Checkpointer
-from jaxtune.runner.checkpoint import fingerprint_function as fingerprint_function
-from jaxtune.runner.checkpoint import fingerprint_values as fingerprint_values
 from jaxtune.runner.configs import ConfigSource as ConfigSource
 from jaxtune.runner.kept import KeptTrees as KeptTrees
 from jaxtune.runner.loop import Runner as Runner

@@ -5,9 +5,11 @@ slice's population state, the finished members' kept parameters and model state,
 records, the member table, the strategy's and the sampler's state. It is written to a
 temporary file, fsynced and renamed over the previous one, so a crash at any moment
 leaves either the old checkpoint or the new one, never a torn file. A fingerprint of
-the sweep's arguments is stored with it; a checkpoint of a different sweep is refused,
-never mixed in, and so is a damaged one (truncated, altered, missing an entry): the
-error names the file, to be deleted or left for another `checkpoint_dir`.
+the sweep's arguments (`jaxtune.fingerprint`) is stored with it; a checkpoint of a
+different sweep is refused, never mixed in, and so is a damaged one (truncated,
+altered, missing an entry): the error names the file, to be deleted or left for another
+`checkpoint_dir`. One whose fingerprint another jaxtune made (its `fingerprint_format`)
+cannot be compared, and is refused saying so.
 
 Why not orbax-checkpoint: measured with `bench/checkpoint_io.py` (see bench/README.md),
 a single-process sweep's state is a few host arrays that one `np.savez` writes
@@ -25,8 +27,6 @@ processes (`jaxtune.distributed`) process 0, which writes the checkpoints, holds
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import os
 import zipfile
@@ -34,9 +34,9 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
+from jaxtune import fingerprint as fingerprints
 from jaxtune._io import exclusive, write_atomically
 from jaxtune.distributed import any_process, is_main_process, sync
 
@@ -45,12 +45,6 @@ _LOCK = "sweep.lock"
 _FORMAT = "jaxtune.checkpoint"
 _VERSION = 2  # 2: finished members' model state beside their params
 _READABLE_VERSIONS = (1, 2)  # 1 resumes sweeps without model state
-# An array up to this size is fingerprinted whole, a larger one by rows spread evenly over
-# its leading axis adding up to about this size. blake2b hashes 0.4-1 GB/s on one core
-# (0.37 GB/s measured on a shared two-core machine): 64 MiB cost at most ~0.2 s, once per
-# sweep. xxhash's xxh3_128 measured 7.3 GB/s there, but only matters for whole hashes of
-# gigabytes, not worth a dependency while large arrays are sampled.
-_HASHED_BYTES = 64 * 2**20
 _META = ("fingerprint", "round", "n_trials", "asked", "trained_member_steps", "groups", "tables",
          "slices", "params_members", "strategy", "stream")  # what a restore reads of `__meta__`
 
@@ -93,6 +87,7 @@ class Checkpointer:
         """Writes `state` (every process passes the same) atomically; process 0 writes."""
         arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
         meta = {"format": _FORMAT, "version": _VERSION, "fingerprint": self.fingerprint,
+                "fingerprint_format": fingerprints.FORMAT,
                 **{k: v for k, v in state.items() if not isinstance(v, np.ndarray)}}
         arrays["__meta__"] = np.asarray(json.dumps(meta))
         if is_main_process():  # every process gathered the same arrays; one writes them
@@ -113,6 +108,7 @@ class Checkpointer:
         if not os.path.exists(self.path):
             return None
         arrays, meta = self._read()
+        self._check_fingerprint_format(meta.get("fingerprint_format", 1))
         differing = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                            if meta["fingerprint"].get(k) != self.fingerprint.get(k))
         if differing:
@@ -123,6 +119,16 @@ class Checkpointer:
                 f"({shown}). Resume with the same arguments, or pass a new `checkpoint_dir`."
             )
         return _Arrays({**arrays, **meta, "path": self.path}, self._damaged)
+
+    def _check_fingerprint_format(self, stored: Any) -> None:
+        """Refuses a checkpoint whose fingerprint another jaxtune made: it cannot be compared."""
+        if stored == fingerprints.FORMAT:
+            return
+        older = not isinstance(stored, int) or stored < fingerprints.FORMAT
+        raise ValueError(_MSG_FINGERPRINT_FORMAT.format(
+            directory=self.directory, path=self.path, stored=stored, now=fingerprints.FORMAT,
+            which="an older" if older else "a newer",
+            fix="the jaxtune version that started it" if older else "that newer jaxtune"))
 
     def _read(self) -> tuple[_Arrays, dict[str, Any]]:
         """The checkpoint's arrays and metadata, refused whole if any part is damaged."""
@@ -162,6 +168,13 @@ class Checkpointer:
                           "the sweep afresh, or pass another `checkpoint_dir`.")
 
 
+_MSG_FINGERPRINT_FORMAT = """\
+`checkpoint_dir` {directory!r} holds a checkpoint written by {which} jaxtune, which \
+identified a sweep's arguments another way (fingerprint format {stored}, this version \
+{now}): whether it is this same sweep cannot be told. Resume it with {fix}, or delete \
+{path} (or pass a new `checkpoint_dir`) to start this sweep afresh."""
+
+
 class _Arrays(dict):
     """A checkpoint's entries by name; a missing one is a damaged checkpoint, named as such."""
 
@@ -193,63 +206,3 @@ def _short(value: Any, limit: int = 300) -> str:
     """`repr(value)`, cut to `limit` characters (a fingerprint of many leaves is long)."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."
-
-
-def fingerprint_values(tree: Any) -> list | None:
-    """Each leaf of `tree` as [shape, dtype, hash of its values], for a sweep's fingerprint.
-
-    The hash covers every byte of an array up to 64 MiB; of a larger one, rows spread
-    evenly over its leading axis (the first and last included) adding up to 64 MiB.
-    An array spread over several processes, and a leaf that is not numeric (a function
-    inside an Equinox module), are fingerprinted by their shape and type only.
-    """
-    return None if tree is None else [_leaf_fingerprint(x) for x in jax.tree_util.tree_leaves(tree)]
-
-
-def fingerprint_function(fn: Any) -> list:
-    """`fn`'s qualified name, and the values of the arrays it refers to directly.
-
-    Those are the arrays in its closure, in the module globals its code names, and
-    among a `functools.partial`'s arguments: where a `batch_fn` or an `init_fn` keeps
-    its data. Arrays reached only through other objects are not seen.
-    """
-    captured: list[Any] = []
-    while isinstance(fn, functools.partial):
-        captured += [fn.args, fn.keywords]
-        fn = fn.func
-    code = getattr(fn, "__code__", None)
-    if code is not None:
-        for cell in getattr(fn, "__closure__", None) or ():
-            try:
-                captured.append(cell.cell_contents)
-            except ValueError:  # a cell not yet filled
-                pass
-        names = getattr(fn, "__globals__", {})
-        captured += [names[name] for name in code.co_names if name in names]
-    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-    return [name, *(fingerprint_values(value) for value in captured if _is_arrays(value))]
-
-
-def _is_arrays(value: Any) -> bool:
-    leaves = jax.tree_util.tree_leaves(value)
-    return bool(leaves) and all(isinstance(leaf, np.ndarray | jax.Array) for leaf in leaves)
-
-
-def _leaf_fingerprint(x: Any) -> list:
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-    shape = list(np.shape(x))
-    dtype = str(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return [shape, dtype]  # its values are on other processes too
-    if not isinstance(x, jax.Array):
-        x = np.asarray(x)
-        if x.dtype == object:
-            return [shape, dtype]
-    nbytes = x.size * x.dtype.itemsize
-    if nbytes > _HASHED_BYTES and x.ndim:
-        n = x.shape[0]
-        count = max(1, min(n, _HASHED_BYTES * n // nbytes))
-        x = x[np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))]
-    values = np.ascontiguousarray(np.asarray(x)).reshape(-1).view(np.uint8)
-    return [shape, dtype, hashlib.blake2b(values, digest_size=16).hexdigest()]
