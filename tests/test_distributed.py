@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     jt.distributed.initialize(f"localhost:{sys.argv[1]}", num_processes=2,
                               process_id=process_id, heartbeat_timeout_seconds=10)
     sys.path.insert(0, sys.argv[4])
-    from test_distributed import run_sweep
+    from test_distributed import Patience, run_sweep
 
     class DieAt(jt.MedianStopping):
         def decide(self, search, report):
@@ -34,9 +34,11 @@ SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().decide(search, report)
 
-    strategy = DieAt(min_steps=4, min_trials=2) if sys.argv[6] == "median" else None
-    # Process 1 runs other code ("scaled": its loss x3) or another budget ("steps").
+    # Process 1 runs other code ("scaled": its loss x3), another budget ("steps") or a
+    # strategy built with another argument ("patience").
     other = process_id == 1
+    strategy = (DieAt(min_steps=4, min_trials=2) if sys.argv[6] == "median" else
+                Patience(5 if other else 3) if sys.argv[6] == "patience" else None)
     result = run_sweep(jax.devices(), strategy, checkpoint_dir=sys.argv[7] or None,
                        stream=sys.argv[6] == "stream",
                        loss_scale=3.0 if other and sys.argv[6] == "scaled" else 1.0,
@@ -69,6 +71,14 @@ def run_sweep(devices, strategy=None, checkpoint_dir=None, stream=False, loss_sc
                     eval_data=(x, y), batch_size=8, steps=steps, eval_every=4, trials=4, seeds=2,
                     devices=devices, progress=False, strategy=strategy,
                     checkpoint_dir=checkpoint_dir)
+
+
+class Patience(jt.Strategy):
+    """A user's strategy, shown as `Patience()` whatever it was built with: told apart by
+    its declared identity, `config()`."""
+
+    def __init__(self, patience):
+        self.patience = patience
 
 
 def free_port():
@@ -150,6 +160,8 @@ def test_a_killed_process_fails_the_other_and_the_checkpoint_resumes(tmp_path, l
     ("scaled", r"`loss_fn` \(process 0: test_distributed\.run_sweep\.<locals>\.loss, digest "
                r"(\w+); process 1: test_distributed\.run_sweep\.<locals>\.loss, digest (?!\1)"),
     ("steps", r"`steps` \(process 0: 16; process 1: 32\)"),
+    ("patience", r"`strategy` \(process 0: '\{\"class\": \"test_distributed\.Patience\", "
+                 r"\"config\": \{\"patience\": 3\}\}'; process 1: '.*\"patience\": 5\}\}'\)"),
 ])
 def test_processes_making_different_sweeps_are_refused_naming_the_difference(launch, kind,
                                                                             differs):
