@@ -197,7 +197,7 @@ def main() -> None:
                         help="CPU cores exposed as devices for jaxtune (default: all)")
     parser.add_argument("--json", default=None, metavar="PATH")
     args = parser.parse_args()
-    jt.use_cpu_devices(args.cpu_devices)  # how a sweep uses every core (DESIGN.md section 4)
+    jt.use_cpu_devices(args.cpu_devices)  # how a sweep uses every core (docs/guide/devices.md)
     steps = args.steps or (100 if args.quick else 300)
     quality_trials = args.quality_trials or [32 if args.quick else 64]
     repeats = args.repeats or (3 if args.quick else 5)
