@@ -5,7 +5,10 @@ import math
 import pickle
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,6 +200,87 @@ def test_randint_constructor_errors():
     with pytest.raises(ValueError, match=r"must fit in int32"):
         jt.randint(0, 2**31 + 1)
     assert jt.randint(0, 2**31).high == 2**31  # high - 1 is the int32 maximum
+    with pytest.raises(TypeError, match=r"`static` must be True or False, got str 'yes'"):
+        jt.randint(0, 10, static="yes")
+    with pytest.raises(TypeError, match=r"`static` must be True or False, got NoneType"):
+        jt.randint(0, 10, static=None)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_static_randint_draws_the_dynamic_randints_values_as_python_ints(sampler):
+    def space(static):
+        return jt.Space(lr=jt.uniform(0.0, 1.0), width=jt.randint(4, 129, static=static))
+
+    dynamic = space(False).sample(None if sampler == "grid" else 40, sampler=sampler, seed=3)
+    static = space(True).sample(None if sampler == "grid" else 40, sampler=sampler, seed=3)
+    assert static.static_names == ("width",) and dynamic.static_names == ()
+    widths = static.columns["width"]
+    assert widths.dtype == object and all(type(w) is int for w in widths)
+    assert widths.tolist() == dynamic.columns["width"].tolist()
+    np.testing.assert_array_equal(static.columns["lr"], dynamic.columns["lr"])
+    streamed = space(True).stream(sampler=sampler, seed=3, points=5).ask(7)
+    assert streamed.to_dict() == space(False).stream(sampler=sampler, seed=3, points=5).ask(
+        7).to_dict()
+
+
+def test_static_randint_dimension_methods_match_the_dynamic_randint():
+    static, dynamic = jt.randint(10, 13, static=True), jt.randint(10, 13)
+    assert static.static and static.dtype == object
+    assert static.sample(rng(1), 50).tolist() == dynamic.sample(rng(1), 50).tolist()
+    u = [0.0, 1 / 3 + 1e-9, 1.0]
+    assert static.from_unit(u).tolist() == [10, 11, 12] == dynamic.from_unit(u).tolist()
+    assert jt.randint(0, 10, static=True).grid(4).tolist() == [0, 3, 6, 9]
+    assert static.contains(12) and static.contains(11.0) and static.contains(np.int64(10))
+    assert not static.contains(13) and not static.contains(True) and not static.contains(1.5)
+    assert jt.randint(0, 2**31, static=True).high == 2**31  # a wide range is fine
+
+
+def test_static_randint_table_groups_rows_by_value():
+    space = jt.Space(lr=jt.uniform(0.0, 1.0), width=jt.randint(2, 6, static=True))
+    table = space.table({"lr": [0.1, 0.2, 0.3, 0.4], "width": [3, 5.0, np.int64(3), 2]})
+    groups = table.static_groups()
+    assert [static for static, _ in groups] == [{"width": 3}, {"width": 5}, {"width": 2}]
+    assert [rows.tolist() for _, rows in groups] == [[0, 2], [1], [3]]
+    assert all(type(static["width"]) is int for static, _ in groups)
+    assert table.to_dict()["width"] == [3, 5, 3, 2] and table.row(1)["width"] == 5
+    assert table.take([3, 1]).static_groups()[0][0] == {"width": 2}
+    assert pickle.loads(pickle.dumps(table)).to_dict() == table.to_dict()
+    with pytest.raises(ValueError, match=r"`width`: row 0 has value 6, outside "
+                                         r"randint\(2, 6, static=True\)"):
+        space.table({"lr": [0.1], "width": [6]})
+
+
+def test_static_randint_sets_each_groups_shapes_in_a_sweep():
+    built = set()
+
+    def init(key, width):
+        built.add(width)
+        return {"w1": jax.random.normal(key, (1, width)), "w2": jnp.zeros((width, 1))}
+
+    def loss(params, batch):
+        x, y = batch
+        return jnp.mean((jnp.tanh(x @ params["w1"]) @ params["w2"] - y) ** 2)
+
+    def space(static):
+        return jt.Space(learning_rate=jt.fixed(0.1), width=jt.randint(2, 6, static=static))
+
+    x = np.linspace(-1.0, 1.0, 32, dtype=np.float32)[:, None]
+
+    def run(**options):
+        return jt.sweep(loss, init, lambda learning_rate: optax.sgd(learning_rate), space(True),
+                        data=(x, 2 * x), batch_size=8, steps=6, eval_every=3, seeds=1, seed=0,
+                        progress=False, devices=jax.devices()[:1], **options)
+
+    result = run(trials=5)
+    widths = result.hparams["width"]
+    assert all(type(w) is int for w in widths)
+    drawn = space(False).sample(5, seed=0).columns["width"].tolist()
+    assert sorted(widths.tolist()) == sorted(drawn) and built == set(drawn) and len(built) > 1
+    assert result.params is None  # the groups' parameters differ in shape
+    alone = run(configs=[{"learning_rate": 0.1, "width": drawn[0]}])
+    # One compiled group per drawn width, each compiling what a group alone compiles.
+    assert result.timing["compiles"] == len(built) * alone.timing["compiles"]
+    assert np.all(result.train_loss[:, -1] < result.train_loss[:, 0])  # each group trains
 
 
 # ------------------------------------------------------------------------ choice / fixed
@@ -339,6 +423,7 @@ def test_fixed_draws_nothing_from_the_generator():
         (jt.uniform(0, 1), "uniform(0.0, 1.0)"),
         (jt.loguniform(1e-4, 0.1), "loguniform(0.0001, 0.1)"),
         (jt.randint(0, 500), "randint(0, 500)"),
+        (jt.randint(4, 129, static=True), "randint(4, 129, static=True)"),
         (jt.choice([0.0, 1e-4]), "choice([0.0, 0.0001])"),
         (jt.choice(["relu", "tanh"]), "choice(['relu', 'tanh'])"),
         (jt.choice([32, 64], static=True), "choice([32, 64], static=True)"),
@@ -359,6 +444,8 @@ def test_dimension_equality_distinguishes():
     assert jt.uniform(0, 1) != jt.uniform(0, 2)
     assert jt.uniform(0, 1) != jt.loguniform(0.5, 1)
     assert jt.choice([32, 64]) != jt.choice([32, 64], static=True)
+    assert jt.randint(0, 5) != jt.randint(0, 5, static=True)
+    assert jt.randint(0, 5, static=True) == jt.randint(0, 5, static=True)
 
 
 @pytest.mark.parametrize(

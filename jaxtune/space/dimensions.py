@@ -1,11 +1,12 @@
 """Dimensions: one hyperparameter's set of values, and the constructors that build them.
 
-`uniform` and `loguniform` are float ranges, `randint` an integer range, `choice` a list
-of options and `fixed` a single value. A dimension draws values (`Dimension.sample`), maps
-points of [0, 1] to values (`Dimension.from_unit`, what every sampler of
-`jaxtune.space.samplers` goes through), spreads values for a grid (`Dimension.grid`) and
-tells members from non-members (`Dimension.contains`). Dynamic values are stored in
-float32 or int32 and judged in that precision; static values stay Python values.
+`uniform` and `loguniform` are float ranges, `randint` an integer range (static with
+`static=True`), `choice` a list of options and `fixed` a single value. A dimension draws
+values (`Dimension.sample`), maps points of [0, 1] to values (`Dimension.from_unit`, what
+every sampler of `jaxtune.space.samplers` goes through), spreads values for a grid
+(`Dimension.grid`) and tells members from non-members (`Dimension.contains`). Dynamic
+values are stored in float32 or int32 and judged in that precision; static values stay
+Python values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtune._checks import check_finite, check_in_range, integer, positive_int
+from jaxtune._checks import boolean, check_finite, check_in_range, integer, positive_int
 
 from .values import (
     DEFAULT_POINTS,
@@ -384,16 +385,19 @@ class LogUniform(_Continuous):
 
 
 class RandInt(Dimension):
-    """Integers drawn uniformly from [low, high), `high` excluded. Build it with `randint`."""
+    """Integers drawn uniformly from [low, high), `high` excluded. Build it with `randint`.
 
-    __slots__ = ("high", "low")
+    Dynamic, values are int32 data; static, they are Python ints, each stored with its
+    offset from `low` (its index among the integers), by which `Table.static_groups`
+    groups rows.
+    """
 
-    static = False
-    dtype = INT32
+    __slots__ = ("dtype", "high", "low", "static")
 
-    def __init__(self, low: int, high: int) -> None:
+    def __init__(self, low: int, high: int, *, static: bool = False) -> None:
         low = integer("low", low)
         high = integer("high", high)
+        static = boolean("static", static)
         if not low < high:
             raise ValueError(
                 f"`low` must be less than `high`, got low={low}, high={high}; `high` is "
@@ -407,22 +411,30 @@ class RandInt(Dimension):
             )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
+        object.__setattr__(self, "static", static)
+        object.__setattr__(self, "dtype", OBJECT if static else INT32)
 
     @property
     def _count(self) -> int:
         return self.high - self.low
 
+    def _stored(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """int64 `values` as stored: int32 (dynamic), or Python ints with their offsets."""
+        if not self.static:
+            return values.astype(np.int32), None
+        return object_array(values.tolist()), (values - self.low).astype(np.intp)
+
     def _draw(self, rng, n):
-        return rng.integers(self.low, self.high, size=n, dtype=np.int64).astype(np.int32), None
+        return self._stored(rng.integers(self.low, self.high, size=n, dtype=np.int64))
 
     def _map_unit(self, u):
         offsets = np.minimum(np.floor(u * self._count), self._count - 1).astype(np.int64)
-        return (self.low + offsets).astype(np.int32), None
+        return self._stored(self.low + offsets)
 
     def _grid(self, points):
         # More points than integers gives every integer once: build no more than that.
         spread = np.linspace(self.low, self.high - 1, min(points, self._count))
-        return np.unique(np.round(spread).astype(np.int64)).astype(np.int32), None
+        return self._stored(np.unique(np.round(spread).astype(np.int64)))
 
     def contains(self, value: Any) -> bool:
         """Whether `value` is an integer (or integral float) in [low, high)."""
@@ -435,19 +447,22 @@ class RandInt(Dimension):
             x = int(float(value))
         else:
             return None
-        return (np.int32(x), None) if self.low <= x < self.high else None
+        if not self.low <= x < self.high:
+            return None
+        return (x, x - self.low) if self.static else (np.int32(x), None)
 
     def _to_python(self, stored, code):
-        return int(stored)
+        return int(stored) if code is None else self.low + int(code)
 
     def _key(self):
-        return (self.low, self.high)
+        return (self.low, self.high, self.static)
 
     def _arguments(self):
-        return (self.low, self.high), {}
+        return (self.low, self.high), {"static": self.static}
 
     def __repr__(self) -> str:
-        return f"randint({self.low}, {self.high})"
+        flag = ", static=True" if self.static else ""
+        return f"randint({self.low}, {self.high}{flag})"
 
 
 class _Discrete(Dimension):
@@ -666,26 +681,37 @@ def loguniform(low: float, high: float) -> LogUniform:
     return LogUniform(low, high)
 
 
-def randint(low: int, high: int) -> RandInt:
+def randint(low: int, high: int, *, static: bool = False) -> RandInt:
     """Integers drawn uniformly from [low, high): **`high` is excluded**.
 
     Like `numpy.random.Generator.integers`, `jax.random.randint` and Ray Tune's
-    `randint`: `randint(0, 500)` gives 0, 1, ..., 499. Stored as int32.
+    `randint`: `randint(0, 500)` gives 0, 1, ..., 499. Stored as int32, or, with
+    `static=True`, as Python ints that may set a shape (a layer width): the sweep then
+    compiles one program per distinct value drawn, so a wide range costs nothing until
+    it is drawn, but each distinct value drawn costs a compilation. A static randint
+    draws the same values as a dynamic one for the same seed, and `OptunaSearch` asks
+    both as `suggest_int(name, low, high - 1)`, keeping their order (a static `choice`
+    of the same integers would be an unordered category).
     `grid(points)` gives evenly spread distinct integers from `low` to `high - 1`.
 
     Args:
       low: static; the smallest value, an int.
       high: static; one past the largest value, an int greater than `low`.
+      static: static; False (int32 data in the compiled program, changing it never
+        recompiles) or True (a Python int fixed at compile time, one compiled program
+        per distinct value drawn).
 
     Returns:
-      A dynamic `Dimension`.
+      A `Dimension`, dynamic unless `static=True`.
 
     Example:
       >>> import jaxtune as jt
       >>> jt.randint(0, 5).grid(10)
       array([0, 1, 2, 3, 4], dtype=int32)
+      >>> jt.randint(4, 129, static=True).grid(3)
+      array([4, 66, 128], dtype=object)
     """
-    return RandInt(low, high)
+    return RandInt(low, high, static=static)
 
 
 def choice(values: Sequence[Any], *, static: bool | None = None) -> Choice:

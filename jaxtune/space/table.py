@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .dimensions import _Discrete
 from .values import is_integer, object_array, readonly, show
 
 if TYPE_CHECKING:
@@ -241,10 +240,10 @@ def build(space: Space, data: Any) -> Table:
             stored[name] = object_array([s for s, _ in encoded])
         else:
             stored[name] = np.asarray([s for s, _ in encoded], dtype=dim.dtype)
-        if isinstance(dim, _Discrete):
-            codes[name] = np.asarray([c for _, c in encoded], dtype=np.intp)
-        else:
-            codes[name] = None
+        # A dimension that indexes its values (a list of options, a static randint)
+        # encodes each with its index; the others encode every value with None.
+        indices = [c for _, c in encoded]
+        codes[name] = None if indices[0] is None else np.asarray(indices, dtype=np.intp)
     return Table._make(space, stored, codes, n)
 
 
