@@ -256,6 +256,41 @@ def test_every_dimension_is_asked_from_optuna_and_read_back_as_the_space_gives_i
     assert all(d["width"] == 8 and 1e-3 <= d["lr"] <= 1.0 for d in drawn)
 
 
+def test_a_static_randint_is_asked_as_an_int_and_read_back_when_the_study_resumes(tmp_path):
+    def init(key, width):
+        return {"w": jnp.zeros((1, width)), "v": jnp.full((width, 1), 1.0 / width)}
+
+    def loss(params, batch):
+        x, y = batch
+        return jnp.mean((x @ params["w"] @ params["v"] - y) ** 2)
+
+    space = jt.Space(learning_rate=jt.loguniform(1e-2, 1.0),
+                     width=jt.randint(2, 4, static=True))
+    asked = optuna.distributions.IntDistribution(2, 3)  # ordered, not a categorical
+    assert distributions(space)["width"] == asked
+
+    def run_static(trials):
+        search = jt.OptunaSearch(sqlite_study(tmp_path), trials=trials, concurrent=2)
+        result = jt.sweep(loss, init, lambda learning_rate: optax.sgd(learning_rate), space,
+                          data=DATA, batch_size=16, steps=10, eval_every=10, trials=trials,
+                          seeds=1, progress=False, strategy=search)
+        return search, result
+
+    run_static(3)
+    search, result = run_static(5)  # the study resumed: two more trials
+    study = reloaded(tmp_path)
+    assert len(study.trials) == 5
+    assert all(frozen.distributions["width"] == asked for frozen in study.trials)
+    for trial, number in search.trial_numbers.items():
+        width = study.trials[number].params["width"]
+        assert [type(w) for w in result.hparams["width"][result.trial == trial]] == [int]
+        assert result.hparams["width"][result.trial == trial][0] == width
+    read = [space_values(space, frozen.params)["width"] for frozen in study.trials]
+    assert all(type(w) is int and 2 <= w <= 3 for w in read)
+    # A float read back (a trials_dataframe column holding a NaN is float64) is an int again.
+    assert type(space_values(space, {"learning_rate": 0.1, "width": 3.0})["width"]) is int
+
+
 # -- bad input, each refused before anything compiles ------------------------------------
 
 

@@ -5,7 +5,8 @@
   ============  ==========================================================
   uniform        FloatDistribution(low, high)
   loguniform     FloatDistribution(low, high, log=True)
-  randint        IntDistribution(low, high - 1)   (jaxtune's `high` is excluded)
+  randint        IntDistribution(low, high - 1)   (jaxtune's `high` is excluded; static
+                 or dynamic alike, so a static width keeps its order)
   choice         CategoricalDistribution(values)  (values Optuna cannot store,
                  e.g. tuples, go in as their repr)
   fixed          not asked
@@ -85,13 +86,16 @@ def suggest(trial: Any, name: str, distribution: Any) -> Any:
 
 def space_values(space: Space, params: dict[str, Any]) -> dict[str, Any]:
     """One configuration of `space` from an Optuna trial's `params` (fixed dimensions at
-    their value, a choice's repr back to the value it stands for)."""
+    their value, a choice's repr back to the value it stands for, a randint's value as a
+    Python int, as a static randint's shapes need)."""
     values = {}
     for name, dim in space.items():
         if isinstance(dim, Fixed):
             values[name] = dim.value
         elif isinstance(dim, Choice):
             values[name] = next(v for v in dim.values if _stored(v) == params[name])
+        elif isinstance(dim, RandInt):
+            values[name] = int(params[name])  # e.g. 3.0 from a trials_dataframe column
         else:
             values[name] = params[name]
     return values
