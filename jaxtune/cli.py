@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     demo.add_argument("--compilation-cache", default=None, metavar="DIR",
                       help="keep compiled programs here, so the next run skips compiling "
-                           "(default: $JAXTUNE_CACHE_DIR or ~/.cache/jaxtune/xla)")
+                           "(default: $JAXTUNE_CACHE_DIR, else $XDG_CACHE_HOME/jaxtune/xla, "
+                           "else ~/.cache/jaxtune/xla)")
     demo.add_argument("--no-compilation-cache", action="store_true",
                       help="compile from scratch, keeping nothing on disk")
     demo.add_argument("--coordinator", default=None, metavar="HOST:PORT",
@@ -115,7 +117,9 @@ def _start_jax(args: argparse.Namespace) -> None:
                                   args.num_processes, args.process_id)
     else:
         jt.use_cpu_devices(args.cpu_devices)
-    if not args.no_compilation_cache:
+    if args.no_compilation_cache:
+        os.environ["JAXTUNE_COMPILATION_CACHE"] = "0"  # `jt.sweep` would turn it on
+    else:
         jt.enable_compilation_cache(args.compilation_cache)
 
 

@@ -14,8 +14,10 @@ each device's memory, `check_kept_memory` the kept parameters against the host's
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,29 +84,74 @@ def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (MEMBER_AXIS,))
 
 
+def default_cache_dir() -> str:
+    """Where jaxtune keeps compiled programs unless told otherwise.
+
+    `$JAXTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxtune/xla` (an absolute
+    `XDG_CACHE_HOME` only, as the XDG specification says), else `~/.cache/jaxtune/xla`.
+    """
+    if os.environ.get("JAXTUNE_CACHE_DIR"):
+        return os.environ["JAXTUNE_CACHE_DIR"]
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(root):
+        root = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "jaxtune", "xla")
+
+
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str:
     """Keeps compiled programs on disk, so a new process skips compiling them again.
 
     Within one process jaxtune already compiles each program once; this turns on
     JAX's persistent compilation cache for the next processes (a rerun of a script,
     a restarted notebook kernel). Every program is cached, however fast it compiled.
+    `jt.sweep` calls it itself at its first call in a process (see its docstring);
+    call it first to choose another directory.
 
     Args:
-      directory: where to keep the cache (default: `$JAXTUNE_CACHE_DIR`, else
+      directory: where to keep the cache (default: `default_cache_dir()`:
+        `$JAXTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxtune/xla`, else
         `~/.cache/jaxtune/xla`).
 
     Returns:
       The directory used.
+
+    Raises:
+      OSError: the directory cannot be created or written to.
     """
-    if directory is None:
-        directory = os.environ.get("JAXTUNE_CACHE_DIR") or os.path.join(
-            os.path.expanduser("~"), ".cache", "jaxtune", "xla")
-    directory = os.fspath(directory)
+    directory = os.fspath(default_cache_dir() if directory is None else directory)
     os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"`directory` {directory!r} cannot be written to; pass a "
+                              "writable directory for the compilation cache.")
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
+
+
+_MSG_NO_CACHE = """jaxtune could not turn on the compilation cache ({error}); this sweep \
+runs without it, compiling again in every new process. Set JAXTUNE_CACHE_DIR to a \
+writable directory, or JAXTUNE_COMPILATION_CACHE=0 to silence this."""
+
+
+@functools.cache  # once per process: the first sweep decides
+def default_compilation_cache() -> None:
+    """Turns on the compilation cache for `jt.sweep`, at its first call in a process.
+
+    Nothing is changed where the user opted out (`JAXTUNE_COMPILATION_CACHE=0`) or
+    configured JAX's cache themselves (`jax_compilation_cache_dir` set, or
+    `jax_enable_compilation_cache` off). A directory that cannot be created or written
+    to warns (once) and the sweep goes on without the cache.
+    """
+    opted_out = os.environ.get("JAXTUNE_COMPILATION_CACHE", "").strip().lower() in (
+        "0", "false", "no", "off")
+    if (opted_out or jax.config.jax_compilation_cache_dir
+            or not jax.config.jax_enable_compilation_cache):
+        return
+    try:
+        enable_compilation_cache()
+    except OSError as error:
+        warnings.warn(_MSG_NO_CACHE.format(error=error), RuntimeWarning, stacklevel=3)
 
 
 # -- memory: slices on the devices, kept parameters on the host --------------------

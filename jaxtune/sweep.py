@@ -19,7 +19,12 @@ import jax
 import optax
 
 from jaxtune._checks import boolean, nonnegative_int, one_of, positive_int
-from jaxtune.devices import check_kept_memory, kept_configurations, plan_slices
+from jaxtune.devices import (
+    check_kept_memory,
+    default_compilation_cache,
+    kept_configurations,
+    plan_slices,
+)
 from jaxtune.distributed import check_same_on_every_process
 from jaxtune.engine import (
     Trainer,
@@ -196,9 +201,9 @@ def sweep(
       metrics, divergence flags, the best configuration, pandas export, plots,
       save/load.
     """
+    default_compilation_cache()  # before anything compiles, so that every program is kept
     space, strategy = _checked_space(space), _checked_strategy(strategy)
-    steps = positive_int("steps", steps)
-    seeds = positive_int("seeds", seeds)
+    steps, seeds = positive_int("steps", steps), positive_int("seeds", seeds)
     seed = nonnegative_int("seed", seed)
     eval_every = _checked_eval_every(eval_every, steps)
     members_per_slice, members_in_flight = _checked_slices(members_per_slice, members_in_flight)

@@ -20,6 +20,8 @@ import signal
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+# No compilation cache in the user's home, and `xla_compiles` counts real compiles.
+os.environ["JAXTUNE_COMPILATION_CACHE"] = "0"
 
 import jax  # noqa: E402
 
