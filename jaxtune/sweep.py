@@ -89,6 +89,16 @@ def sweep(
 ) -> SweepResult:
     """Trains every configuration of `space` x `seeds` in parallel; returns the results.
 
+    Compiled programs are kept on disk (JAX's persistent compilation cache), so the same
+    sweep run again in a new process compiles nothing: the first sweep of a process turns
+    the cache on, in `$JAXTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxtune/xla`, else
+    `~/.cache/jaxtune/xla` (call `jt.enable_compilation_cache(directory)` first for
+    another), and JAX then caches every program the process compiles. A cache you set up
+    for JAX yourself (`jax_compilation_cache_dir`) is left as it is; set the environment
+    variable `JAXTUNE_COMPILATION_CACHE=0` to keep nothing on disk. The directory grows
+    with every new program and may be deleted at any time; one that cannot be written to
+    warns once, and the sweep runs without the cache.
+
     Example:
       >>> import jax.numpy as jnp, numpy as np, optax
       >>> import jaxtune as jt
