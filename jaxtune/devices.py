@@ -9,7 +9,9 @@ must come first:
     jt.use_cpu_devices()        # before any JAX computation
 
 The memory a sweep plans with is read here too: `plan_slices` sizes the slices against
-each device's memory, `check_kept_memory` the kept parameters against the host's.
+each device's memory, `check_kept_memory` the kept parameters against the host's. And
+the compilation cache that keeps compiled programs across processes is turned on here:
+by `enable_compilation_cache`, or by `jt.sweep` itself (`default_compilation_cache`).
 """
 
 from __future__ import annotations
