@@ -16,12 +16,17 @@ the suite compiled as users' programs are.
 import inspect
 import os
 import signal
+import tempfile
 
 XLA_TEST_FLAGS = "--xla_backend_optimization_level=0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
-# No compilation cache in the user's home, and `xla_compiles` counts real compiles.
+# No compilation cache in the user's home, and `xla_compiles` counts real compiles. Tests
+# that turn the cache on themselves (`jt.enable_compilation_cache()` in the processes they
+# start) write it under the system's temporary directory, never into ~/.cache.
 os.environ["JAXTUNE_COMPILATION_CACHE"] = "0"
+os.environ.setdefault("JAXTUNE_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "jaxtune-tests-xla-cache"))
 
 import jax  # noqa: E402
 
