@@ -144,9 +144,10 @@ def index(name: str, value: Any, size: int, what: str) -> int:
     return int(value)
 
 
-def real(name: str, value: Any, what: str = "a finite number") -> float:
+def real(name: str, value: Any) -> float:
     """`value` as a float; TypeError unless it is a finite real number (bools are not)."""
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
             or not math.isfinite(value)):
-        raise TypeError(f"`{name}` must be {what}, got {type(value).__name__} {value!r}.")
+        raise TypeError(f"`{name}` must be a finite number, got {type(value).__name__} "
+                        f"{value!r}.")
     return float(value)

@@ -53,18 +53,11 @@ F32_EPS = float(np.finfo(np.float32).eps)  # 2**-23 ≈ 1.19e-7: one rounding, r
 ULPS_PER_STEP = 8
 
 
-def rounding(steps, scale=1.0):
-    """`rtol`/`atol` for comparing two float32 programs over `steps` training steps.
-
-    `scale` is the size of the values compared, for the absolute part (values near zero).
-    """
+def rounding(steps):
+    """`rtol`/`atol` for comparing two float32 programs over `steps` training steps (the
+    absolute part for values near zero, at the scale of the losses and weights compared)."""
     tolerance = ULPS_PER_STEP * max(int(steps), 1) * F32_EPS
-    return dict(rtol=tolerance, atol=tolerance * scale)
-
-from jaxtune.engine.programs import PROGRAMS  # noqa: E402
-
-# The programs jaxtune compiles, as `jax.log_compiles` names them.
-ENGINE_PROGRAMS = PROGRAMS
+    return dict(rtol=tolerance, atol=tolerance)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ENGINE_PROGRAMS
 
 import jaxtune as jt
+from jaxtune.engine.programs import PROGRAMS
 
 RNG = np.random.default_rng(1)
 X = RNG.normal(size=(160, 5)).astype(np.float32)
@@ -226,7 +226,7 @@ BAD_INPUTS = [
 def test_bad_input_is_rejected_before_any_compile(kwargs, error, message, xla_compiles):
     with xla_compiles() as compiled, pytest.raises(error, match=message):
         run_sweep(**kwargs)
-    assert not [name for name in compiled if name in ENGINE_PROGRAMS]
+    assert not [name for name in compiled if name in PROGRAMS]
 
 
 def test_unknown_hyperparameter_name_is_rejected():
