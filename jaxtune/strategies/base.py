@@ -333,17 +333,21 @@ class Strategy:
         init = type(self).__init__
         if init is object.__init__:
             return {}
-        parameters = list(inspect.signature(init).parameters.values())[1:]
-        reasons = [f"`{'*' if p.kind == p.VAR_POSITIONAL else '**'}{p.name}` takes any arguments"
-                   if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else f"no attribute `{p.name}`"
-                   for p in parameters if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                   or not hasattr(self, p.name)]
+        named: list[str] = []  # the parameters passed by name
+        reasons: list[str] = []  # why an argument cannot be read back, in signature order
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                stars = "*" if p.kind == p.VAR_POSITIONAL else "**"
+                reasons.append(f"`{stars}{p.name}` takes any arguments")
+                continue
+            named.append(p.name)
+            if not hasattr(self, p.name):
+                reasons.append(f"no attribute `{p.name}`")
         if reasons:
-            named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
             raise TypeError(_MSG_UNDECLARED_CONFIG.format(
                 name=type(self).__qualname__, reasons="; ".join(reasons),
                 example="{" + ", ".join(f"{n!r}: self.{n}" for n in named) + "}"))
-        return {p.name: getattr(self, p.name) for p in parameters}
+        return {name: getattr(self, name) for name in named}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
