@@ -209,20 +209,20 @@ def select_program() -> Callable:
     return _named(SELECT, pick)
 
 
-def take_program(compiler: Compiler) -> Callable:
+def take_program() -> Callable:
     """The program `(source, index)`: slot j <- source[index[j]]."""
     def take(source, index):
         return jax.tree_util.tree_map(lambda a: a[index], source)
 
-    return jax.jit(_named(TAKE, take), out_shardings=compiler.by_member)
+    return _named(TAKE, take)
 
 
-def concatenate_program(compiler: Compiler) -> Callable:
+def concatenate_program() -> Callable:
     """The program `(*populations)`: their members as one population, in order."""
     def cat(*parts):
         return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
-    return jax.jit(_named(CONCATENATE, cat), out_shardings=compiler.by_member)
+    return _named(CONCATENATE, cat)
 
 
 def default_eval_every(steps: int) -> int:

@@ -401,16 +401,16 @@ class Trainer:
     def take(self, source: PopulationState, index: Any) -> PopulationState:
         """A population whose slot j is member `index[j]` of `source` (any size)."""
         index = place(np.asarray(index, np.int32), self.compiler.by_member)
-        build = functools.partial(programs.take_program, self.compiler)
-        return self.compiler.program(programs.TAKE, build, source, index)(source, index)
+        return self.compiler.program(programs.TAKE, programs.take_program, source,
+                                     index)(source, index)
 
     def concatenate(self, states: Sequence[PopulationState]) -> PopulationState:
         """The members of several populations as one, in order."""
         states = tuple(states)
         if len(states) == 1:
             return states[0]
-        build = functools.partial(programs.concatenate_program, self.compiler)
-        return self.compiler.program(programs.CONCATENATE, build, *states)(*states)
+        return self.compiler.program(programs.CONCATENATE, programs.concatenate_program,
+                                     *states)(*states)
 
 
 def _root_key(key: Any) -> jax.Array:
