@@ -153,8 +153,10 @@ def check_same_on_every_process(what: str, arguments: Mapping[str, Any]) -> None
             f"{what}: the processes run different versions of jaxtune (or of the program "
             f"calling it); install the same everywhere. This process's arguments: "
             f"{', '.join(names)}.")
-    rows = np.stack([np.concatenate([_digest_row(fingerprint(arguments[name])),
-                                     _text_row(_shown(arguments[name]))]) for name in names])
+    digest_of = {name: fingerprint(arguments[name]) for name in names}
+    rows = np.stack([np.concatenate([_digest_row(digest_of[name]),
+                                     _text_row(_shown(arguments[name], digest_of[name]))])
+                     for name in names])
     gathered = multihost_utils.process_allgather(rows)  # [processes, arguments, ...]
     differ = []
     for k, name in enumerate(names):
@@ -176,15 +178,15 @@ def check_same_on_every_process(what: str, arguments: Mapping[str, Any]) -> None
             "program and arguments.")
 
 
-def _shown(value: Any) -> str:
-    """What an argument is, in a few words, for the error (its digest tells it apart)."""
+def _shown(value: Any, digest: str) -> str:
+    """What an argument is, in a few words, for the error (its `digest` tells it apart)."""
     if value is None or isinstance(value, bool | int | float | str):
         return repr(value)
     if isinstance(value, np.ndarray | jax.Array):
         return f"array {value.dtype}{list(value.shape)}"
     if callable(value) and not isinstance(value, type):
-        return f"{qualified_name(value)}, digest {fingerprint(value)}"
-    return f"{type(value).__qualname__}, digest {fingerprint(value)}"
+        return f"{qualified_name(value)}, digest {digest}"
+    return f"{type(value).__qualname__}, digest {digest}"
 
 
 def _digest_row(text: str) -> np.ndarray:
