@@ -169,8 +169,25 @@ def _loss_and_state(loss_fn, params, batch, model_state):
     return loss, new_state
 
 
+def _check_model_state(loss_fn, model_state):
+    """Raises ValueError unless `model_state` is given exactly when `loss_fn` takes it."""
+    takes_state = "model_state" in _signature(loss_fn, "loss_fn", 2).names
+    if takes_state and model_state is None:
+        raise ValueError(
+            "`loss_fn` takes `model_state`; pass the stacked state: `step_population(..., "
+            "model_state=model_state)`, with `model_state` from `init_population(..., "
+            "model_state=one_models_state)`.")
+    if model_state is not None and not takes_state:
+        raise ValueError(
+            "`model_state` was given but `loss_fn` takes no `model_state` parameter; add "
+            "one (`loss_fn(params, batch, *, model_state)` returning `(loss, "
+            "(new_model_state, metrics))`) or leave `model_state` out.")
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _step(loss_fn, make_optimizer, params, opt_state, hparams, batch, model_state):
+    _check_model_state(loss_fn, model_state)  # while tracing: once per program, not per step
+
     def one(p, s, h, m):
         (loss, m), grads = jax.value_and_grad(
             lambda p: _loss_and_state(loss_fn, p, batch, m), has_aux=True)(p)
@@ -208,22 +225,11 @@ def step_population(loss_fn: Callable, make_optimizer: Callable[..., optax.Gradi
     """
     hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
     _members(hparams)
-    takes_state = "model_state" in _signature(loss_fn, "loss_fn", 2).names
-    if takes_state and model_state is None:
-        raise ValueError(
-            "`loss_fn` takes `model_state`; pass the stacked state: `step_population(..., "
-            "model_state=model_state)`, with `model_state` from `init_population(..., "
-            "model_state=one_models_state)`.")
-    if model_state is not None and not takes_state:
-        raise ValueError(
-            "`model_state` was given but `loss_fn` takes no `model_state` parameter; add "
-            "one (`loss_fn(params, batch, *, model_state)` returning `(loss, "
-            "(new_model_state, metrics))`) or leave `model_state` out.")
     params, opt_state, model_state, losses = _step(loss_fn, make_optimizer, params, opt_state,
                                                    hparams, batch, model_state)
-    if takes_state:
-        return params, opt_state, model_state, losses
-    return params, opt_state, losses
+    if model_state is None:  # `_step` checked that `loss_fn` takes none
+        return params, opt_state, losses
+    return params, opt_state, model_state, losses
 
 
 def get_member(tree: Any, index: int) -> Any:
