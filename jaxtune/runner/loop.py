@@ -173,12 +173,15 @@ class Runner:
         after the stops, and every copy reads the members as they were before it.
         """
         checked = decisions.check(decision, repr(self.strategy), self.members, self.slices)
-        for member in checked.stop:
+        ending: dict[int, tuple[Slice, list[int]]] = {}  # slice id -> (slice, slots to end)
+        for member in dict.fromkeys(checked.stop):
             if self.members.status[member] == WAITING:
                 self.members.set_status(member, STOPPED)
             elif self.members.status[member] == RUNNING:
                 piece, slot = checked.located[member]
-                self._end(piece, np.array([slot]), STOPPED)
+                ending.setdefault(id(piece), (piece, []))[1].append(slot)
+        for piece, slots in ending.values():  # one read-back of each slice's trees
+            self._end(piece, np.array(slots), STOPPED)
         if checked.copy:
             decisions.copy_members(checked.copy, checked.where, self.slices, self.members,
                                    self.recorder)
