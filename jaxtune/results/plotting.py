@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxtune.results import intervals
 from jaxtune.results.columns import format_value, require
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ def _plot_curves(result: SweepResult, figure: Any, ax: Any, hparam: str | None) 
 
 
 def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> None:
-    """One panel per hyperparameter (name -> axes): each trial's final `metric` (mean ±
-    std over seeds) against it; completed trials filled, those stopped early hollow, the
+    """One panel per hyperparameter (name -> axes): each trial's final `metric` (mean and
+    95% t-interval over seeds) against it; completed trials filled, those stopped early hollow, the
     best starred."""
     try:
         metric, mode = result._resolve(metric, None)
@@ -109,17 +110,17 @@ def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> No
     early = shown & ~completed  # stopped early or still running: score when it stopped
     first = stats.order[0]
     best = first if mode is not None and completed[first] else None
-    ylabel = f"final {metric}" + (" (mean ± std over seeds)" if result.n_seeds > 1 else "")
+    yerr, ylabel = _error_bars(stats, metric)
     for name, ax in panels.items():
         values = _numeric(result.hparams[name])
         x = values[stats.first]
         ax.errorbar(
-            x[completed], stats.mean[completed], yerr=stats.std[completed], fmt="o",
+            x[completed], stats.mean[completed], yerr=yerr[:, completed], fmt="o",
             ms=4, color="C0", ecolor="0.55", elinewidth=1, capsize=2,
         )
         if early.any():
             ax.errorbar(
-                x[early], stats.mean[early], yerr=stats.std[early], fmt="o", ms=4,
+                x[early], stats.mean[early], yerr=yerr[:, early], fmt="o", ms=4,
                 mfc="none", color="C0", ecolor="0.75", elinewidth=1, capsize=2,
                 label="stopped early",
             )
@@ -140,6 +141,19 @@ def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> No
             ax.set_yscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel(ylabel)
+
+
+def _error_bars(stats: Any, metric: str) -> tuple[np.ndarray, str]:
+    """The error bars [2, T] (below, above the mean) of the metric panels, each trial's
+    95% t-interval over its seeds (none for one seed), and the y label that says so."""
+    bounds = intervals.trial_intervals(stats.final, stats.inverse, stats.trials.size, "t", 0.95)
+    yerr = np.stack([stats.mean - bounds.low, bounds.high - stats.mean])
+    yerr = np.where(np.isfinite(yerr), yerr, 0.0)
+    counts = np.unique(stats.count[bounds.defined])
+    if counts.size == 0:
+        return yerr, f"final {metric}"
+    seeds = f"{counts[0]}" if counts.size == 1 else f"{counts[0]}–{counts[-1]}"
+    return yerr, f"final {metric} (mean, bars: {bounds.label} over {seeds} seeds)"
 
 
 def plot_schedule(result: SweepResult, name: str | None, members: Any, ax: Any):

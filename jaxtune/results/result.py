@@ -30,10 +30,16 @@ The ranking rules, stated once and used by `final`, `summary`, `top`, `best`,
   by score: lowest first for mode ``"min"``, highest for ``"max"``; a trial whose score is
   not finite ranks after every finite one, fewest diverged seeds first. Ties keep trial
   order.
+* A trial's interval is a 95% interval for its mean over seeds (Student's t by default,
+  or a bootstrap; none with one seed or a non-finite value: module `intervals`).
+  `best_config` reports it and whether the runner-up's interval overlaps the winner's;
+  ``rank="lower"`` ranks completed trials by the interval's pessimistic end instead of
+  the mean.
 
 `summary`, `top` and `to_pandas` need pandas and `plot` needs matplotlib (both in
-``pip install 'jaxtune[demo]'``); everything else needs NumPy only. `save` writes one
-``.npz`` file without pickle, atomically, and `SweepResult.load` reads it back.
+``pip install 'jaxtune[demo]'``); everything else needs NumPy (and SciPy, a dependency, for
+the intervals). `save` writes one ``.npz`` file without pickle, atomically, and
+`SweepResult.load` reads it back.
 
 This module holds the result (its fields are checked in `columns.validated`), the
 ranking (`trial_stats`, `final_values`) and the export to pandas; `plotting` draws it
@@ -50,7 +56,7 @@ import jax
 import numpy as np
 
 from jaxtune import _checks
-from jaxtune.results import io, plotting
+from jaxtune.results import intervals, io, plotting
 from jaxtune.results.columns import (
     STATUSES,
     check_mode,
@@ -79,6 +85,13 @@ class BestConfig:
     mean: float  # mean over seeds of the final metric
     std: float  # standard deviation over seeds of the final metric (ddof=0)
     values: np.ndarray  # float [n_seeds]: the final metric of each seed, by seed index
+    # The interval of the mean over seeds (module `intervals`), as `best_config` computes it:
+    interval: str = ""  # what it is, e.g. "95% t-interval"; "" when none was computed
+    low: float = float("nan")  # its bounds; NaN with one seed (no spread to estimate)
+    high: float = float("nan")
+    runner_up: int | None = None  # the second-ranked completed trial, if any
+    overlaps: bool | None = None  # whether its interval meets this one; None: no intervals
+    rank: str = "mean"  # the ranking rule that chose this trial: "mean" or "lower"
 
     @property
     def n_seeds(self) -> int:
@@ -90,8 +103,20 @@ class BestConfig:
         seeds = f"{self.n_seeds} seed{'' if self.n_seeds == 1 else 's'}"
         return (
             f"{settings or f'trial {self.trial}'} -> {self.metric} "
-            f"{self.mean:.3g} ± {self.std:.2g} ({seeds})"
+            f"{self.mean:.3g} ± {self.std:.2g} ({seeds}){self._interval_text()}"
         )
+
+    def _interval_text(self) -> str:
+        """The interval and the runner-up's overlap, as `__repr__` appends them."""
+        if not self.interval:
+            return ""
+        if not np.isfinite(self.low):
+            return f"; no {self.interval} (one seed or a non-finite value)"
+        text = f", {self.interval} [{self.low:.3g}, {self.high:.3g}]"
+        if self.overlaps is not None:
+            verdict = "overlaps it: within noise" if self.overlaps else "does not overlap it"
+            text += f"; runner-up trial {self.runner_up} {verdict}"
+        return text
 
 
 class _TrialStats(NamedTuple):
@@ -171,8 +196,9 @@ class SweepResult:
     ...     steps=np.array([100, 200]),
     ...     train_loss=np.array([[0.9, 0.5], [0.8, 0.4], [1.0, 0.8], [1.1, 0.9]]),
     ...     metrics={}, diverged=np.zeros(4, bool), diverged_step=np.full(4, -1))
-    >>> result.best
-    learning_rate=0.1 -> train_loss 0.45 ± 0.05 (2 seeds)
+    >>> result.best  # doctest: +NORMALIZE_WHITESPACE
+    learning_rate=0.1 -> train_loss 0.45 ± 0.05 (2 seeds), 95% t-interval [-0.185, 1.09];
+    runner-up trial 1 overlaps it: within noise
     >>> result.final().tolist()
     [0.5, 0.4, 0.8, 0.9]
     """
@@ -256,11 +282,14 @@ class SweepResult:
         np.add.at(sums, inverse, curve)
         return sums / np.bincount(inverse, minlength=trials.size)[:, None]
 
-    def summary(self, metric: str | None = None, mode: str | None = None):
+    def summary(self, metric: str | None = None, mode: str | None = None, *,
+                interval: str | None = None, confidence: float = 0.95, rank: str = "mean"):
         """One row per trial, best first: a pandas DataFrame.
 
         Columns: ``trial``, each hyperparameter, ``<metric>_mean`` and ``<metric>_std``
-        (over seeds, ddof=0: 0 with one seed), ``n_seeds``, ``n_diverged``, ``status``
+        (over seeds, ddof=0: 0 with one seed), with `interval` ``<metric>_low`` and
+        ``<metric>_high`` (the interval of the mean over seeds; NaN for one seed), then
+        ``n_seeds``, ``n_diverged``, ``status``
         (``"completed"`` when every seed completed, else the worst seed's status) and
         ``steps_trained`` (mean over seeds). The index, named ``rank``, counts from 0 (the
         best). Completed trials rank first; trials stopped early follow, by their score
@@ -272,16 +301,26 @@ class SweepResult:
           mode: ``"min"`` or ``"max"``; default: the result's `mode` for its own metric,
             ``"min"`` for ``"train_loss"``, else inferred from the metric's name
             (``*loss*``/``*error*`` -> min, ``*acc*``/``*f1*``/... -> max).
+          interval: None (no interval columns), ``"t"`` (Student's t over seeds) or
+            ``"bootstrap"`` (percentile bootstrap); see `jaxtune.results.intervals`.
+          confidence: the interval's coverage, in (0, 1).
+          rank: ``"mean"`` ranks by the mean over seeds; ``"lower"`` by the pessimistic
+            end of the interval (the lower bound for ``mode="max"``, the upper bound
+            for ``"min"``; a t-interval unless `interval` says otherwise), one-seed
+            trials after those with an interval.
         """
         pd = require("pandas", "SweepResult.summary")
         metric, mode = self._resolve(metric, mode)
         stats = self._trial_stats(metric, mode)
-        order = stats.order
+        order, bounds = intervals.rank_trials(stats, mode, rank, interval, confidence)
         columns: dict[str, Any] = {"trial": stats.trials[order]}
         for name, column in self.hparams.items():
             columns[name] = column[stats.first[order]]
         columns[f"{metric}_mean"] = stats.mean[order]
         columns[f"{metric}_std"] = stats.std[order]
+        if bounds is not None:
+            columns[f"{metric}_low"], columns[f"{metric}_high"] = bounds.low[order], bounds.high[
+                order]
         columns["n_seeds"] = stats.count[order]
         columns["n_diverged"] = stats.n_diverged[order]
         columns["status"] = stats.status[order].astype(object)
@@ -290,17 +329,24 @@ class SweepResult:
         frame.index.name = "rank"
         return frame
 
-    def top(self, k: int = 5, metric: str | None = None, mode: str | None = None):
-        """The `k` best trials: the first `k` rows of `summary` (fewer if fewer trials)."""
+    def top(self, k: int = 5, metric: str | None = None, mode: str | None = None, *,
+            interval: str | None = None, confidence: float = 0.95, rank: str = "mean"):
+        """The `k` best trials: the first `k` rows of `summary` (fewer if fewer trials).
+
+        `interval`, `confidence` and `rank` are `summary`'s.
+        """
         k = _checks.positive_int("k", k)
-        return self.summary(metric, mode).head(k)
+        return self.summary(metric, mode, interval=interval, confidence=confidence,
+                            rank=rank).head(k)
 
     @property
     def best(self) -> BestConfig:
         """The best trial under the result's `metric` and `mode` (see `best_config`)."""
         return self.best_config()
 
-    def best_config(self, metric: str | None = None, mode: str | None = None) -> BestConfig:
+    def best_config(self, metric: str | None = None, mode: str | None = None, *,
+                    rank: str = "mean", interval: str | None = "t",
+                    confidence: float = 0.95) -> BestConfig:
         """The best trial: its hyperparameters as plain Python values and its seed scores.
 
         Only trials whose every seed completed its budget compete: a trial stopped early
@@ -309,9 +355,16 @@ class SweepResult:
         float32 hyperparameters come back as the shortest decimal that rounds to the
         same float32 (0.0031, not 0.003100000089).
 
+        The interval of its mean over seeds comes with it (``low``, ``high``; NaN with
+        one seed), and whether the runner-up's interval overlaps it (``overlaps``:
+        then the winner is within noise of the runner-up, and more seeds would tell).
+
         Args:
           metric: as in `summary`.
           mode: as in `summary`.
+          rank: as in `summary`: ``"mean"`` or ``"lower"`` (the best pessimistic bound).
+          interval: ``"t"`` (default), ``"bootstrap"``, or None for no interval.
+          confidence: as in `summary`.
 
         Raises:
           ValueError: if no trial completed on every seed with a finite metric (every
@@ -320,7 +373,8 @@ class SweepResult:
         """
         metric, mode = self._resolve(metric, mode)
         stats = self._trial_stats(metric, mode)
-        best = stats.order[0]
+        order, bounds = intervals.rank_trials(stats, mode, rank, interval, confidence)
+        best = order[0]
         if stats.status[best] != "completed" and not np.all(stats.status == "diverged"):
             counts = ", ".join(
                 f"{int(np.sum(self.status == name))} {name}"
@@ -352,6 +406,8 @@ class SweepResult:
             mean=float(stats.mean[best]),
             std=float(stats.std[best]),
             values=stats.final[members],
+            rank=rank,
+            **_interval_fields(stats, order, bounds),
         )
 
     # ------------------------------------------------------------------ kept parameters
@@ -453,32 +509,7 @@ class SweepResult:
             per (member, record point) with ``member``, ``trial``, ``seed``, each hyperparameter, ``step``,
             ``train_loss`` and each eval metric, as recorded.
         """
-        pd = require("pandas", "SweepResult.to_pandas")
-        n, c = self.train_loss.shape
-        members = np.arange(n)
-        if not curves:
-            columns: dict[str, Any] = {"member": members, "trial": self.trial, "seed": self.seed}
-            columns.update(self.hparams)
-            columns["final_train_loss"] = self.final("train_loss")
-            for name in self.metrics:
-                columns[f"final_{name}"] = self.final(name)
-            columns["diverged"] = self.diverged
-            columns["diverged_step"] = self.diverged_step
-            columns["status"] = self.status.astype(object)
-            columns["steps_trained"] = self.steps_trained
-            return pd.DataFrame(columns)
-        columns = {
-            "member": np.repeat(members, c),
-            "trial": np.repeat(self.trial, c),
-            "seed": np.repeat(self.seed, c),
-        }
-        for name, column in self.hparams.items():
-            columns[name] = np.repeat(column, c)
-        columns["step"] = np.tile(self.steps, n)
-        columns["train_loss"] = self.train_loss.reshape(-1)
-        for name, curve in self.metrics.items():
-            columns[name] = curve.reshape(-1)
-        return pd.DataFrame(columns)
+        return _to_pandas(self, curves)
 
     def plot(
         self,
@@ -494,9 +525,10 @@ class SweepResult:
         positive, symmetric-log when it includes 0 and its other values span two decades
         or more), with a colorbar; diverged members dashed grey; members stopped early
         end in a bar where they stopped. Then one panel per numeric hyperparameter that
-        varies: the final `metric` of each trial (mean over seeds, error bars = seed std)
-        against it, completed trials filled, trials stopped early hollow (their score
-        when they stopped). Its x axis is log when the values are positive and span more
+        varies: the final `metric` of each trial (mean over seeds; error bars: its 95%
+        t-interval over seeds, as the y label says, none with one seed) against it,
+        completed trials filled, trials stopped early hollow (their score when they
+        stopped). Its x axis is log when the values are positive and span more
         than a decade, symmetric-log (linear within the smallest nonzero magnitude) when
         they include 0 or negatives and the nonzero magnitudes span two decades or more
         (e.g. a choice of 0, 1e-4, 1e-3, 1e-2), else linear; with at most 8 distinct
@@ -614,6 +646,53 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _to_pandas(result: SweepResult, curves: bool):
+    """`SweepResult.to_pandas`: one row per member, or per (member, record point)."""
+    pd = require("pandas", "SweepResult.to_pandas")
+    n, c = result.train_loss.shape
+    members = np.arange(n)
+    if not curves:
+        columns: dict[str, Any] = {"member": members, "trial": result.trial, "seed": result.seed}
+        columns.update(result.hparams)
+        columns["final_train_loss"] = result.final("train_loss")
+        for name in result.metrics:
+            columns[f"final_{name}"] = result.final(name)
+        columns["diverged"] = result.diverged
+        columns["diverged_step"] = result.diverged_step
+        columns["status"] = result.status.astype(object)
+        columns["steps_trained"] = result.steps_trained
+        return pd.DataFrame(columns)
+    columns = {
+        "member": np.repeat(members, c),
+        "trial": np.repeat(result.trial, c),
+        "seed": np.repeat(result.seed, c),
+    }
+    for name, column in result.hparams.items():
+        columns[name] = np.repeat(column, c)
+    columns["step"] = np.tile(result.steps, n)
+    columns["train_loss"] = result.train_loss.reshape(-1)
+    for name, curve in result.metrics.items():
+        columns[name] = curve.reshape(-1)
+    return pd.DataFrame(columns)
+
+
+def _interval_fields(stats: _TrialStats, order: np.ndarray,
+                     bounds: intervals.Intervals | None) -> dict[str, Any]:
+    """`BestConfig`'s interval fields for the trial `order[0]`: its bounds, the runner-up
+    (the next completed trial with a finite mean) and whether their intervals overlap."""
+    if bounds is None:
+        return {}
+    best = order[0]
+    second = order[1] if order.size > 1 else None
+    if second is not None and not (stats.status[second] == "completed"
+                                   and np.isfinite(stats.mean[second])):
+        second = None
+    return {"interval": bounds.label, "low": float(bounds.low[best]),
+            "high": float(bounds.high[best]),
+            "runner_up": None if second is None else int(stats.trials[second]),
+            "overlaps": None if second is None else intervals.overlap(bounds, best, second)}
 
 
 def final_values(curve: np.ndarray, steps: np.ndarray, steps_trained: np.ndarray,
