@@ -47,6 +47,7 @@ Example:
 
 from .dimensions import Choice as Choice
 from .dimensions import Dimension as Dimension
+from .dimensions import Family as Family
 from .dimensions import Fixed as Fixed
 from .dimensions import LogUniform as LogUniform
 from .dimensions import RandInt as RandInt
@@ -68,6 +69,7 @@ __all__ = [
     "Choice",
     "ConfigStream",
     "Dimension",
+    "Family",
     "Fixed",
     "LogUniform",
     "RandInt",

@@ -1,7 +1,8 @@
 """Dimensions: one hyperparameter's set of values, and the constructors that build them.
 
 `uniform` and `loguniform` are float ranges, `randint` an integer range (static with
-`static=True`), `choice` a list of options and `fixed` a single value. A dimension draws
+`static=True`), `choice` a list of options, `fixed` a single value and `Family` named
+alternatives stored as int32 indices (`jaxtune.families.optimizer_choice`). A dimension draws
 values (`Dimension.sample`), maps points of [0, 1] to values (`Dimension.from_unit`, what
 every sampler of `jaxtune.space.samplers` goes through), spreads values for a grid
 (`Dimension.grid`) and tells members from non-members (`Dimension.contains`). Dynamic
@@ -41,6 +42,7 @@ from .values import (
 __all__ = [
     "Choice",
     "Dimension",
+    "Family",
     "Fixed",
     "LogUniform",
     "RandInt",
@@ -222,6 +224,10 @@ class Dimension:
 
     def _to_python(self, stored: Any, code: int | None) -> Any:
         raise NotImplementedError
+
+    def _shown(self, column: np.ndarray) -> np.ndarray:
+        """A column of stored values as tables and results show it (a `Family`: its names)."""
+        return column
 
     def _key(self) -> tuple[Any, ...]:
         raise NotImplementedError
@@ -637,6 +643,56 @@ class Fixed(_Discrete):
     def __repr__(self) -> str:
         flag = ", static=True" if self._forced_static() else ""
         return f"fixed({self._options[0]!r}{flag})"
+
+
+class Family(Choice):
+    """One of named alternatives, stored as its int32 index: a dynamic choice among non-numbers.
+
+    `jaxtune.families.optimizer_choice` declares one (its `.dimension`): every member trains
+    in one compiled program whatever its family, and its index selects the family's code
+    inside the program (`lax.switch`). The index is what the program, a strategy's
+    `Decision.hparams` and `SweepResult.hparam_history` see (0 for the first name, in the
+    order given); tables, results and `OptunaSearch` (a categorical over the names) show
+    the names, and configurations you list (`configs=`, `Space.table`) give names.
+
+    Args:
+      names: static; a non-empty list of distinct non-empty strings.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, names: Sequence[str]) -> None:
+        options = _values_argument(names)
+        if not options:
+            raise ValueError("`names` must not be empty; name at least one alternative.")
+        for i, name in enumerate(options):
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"`names[{i}]` must be a non-empty str, got {show(name)}.")
+        self._check_distinct(options, object_array(options), True)
+        object.__setattr__(self, "static", False)
+        object.__setattr__(self, "dtype", INT32)
+        object.__setattr__(self, "_options", tuple(options))
+        object.__setattr__(self, "_array", readonly(np.arange(len(options), dtype=np.int32)))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names, in the order given: name `i` is stored as the index `i`."""
+        return self._options
+
+    def _index(self, value: Any) -> int | None:
+        # Names only: an index would be ambiguous in a table of values you list.
+        value = plain(value)
+        return self._options.index(value) if isinstance(value, str) and value in self._options \
+            else None
+
+    def _shown(self, column: np.ndarray) -> np.ndarray:
+        return object_array([self._options[i] for i in column.tolist()])
+
+    def _arguments(self):
+        return (list(self._options),), {}
+
+    def __repr__(self) -> str:
+        return f"Family({list(self._options)!r})"
 
 
 def uniform(low: float, high: float) -> Uniform:

@@ -87,11 +87,16 @@ class Table:
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
-        """name -> read-only array of shape [N] (a new dict each call)."""
-        return dict(self._columns)
+        """name -> read-only array of shape [N] (a new dict each call), as results show it.
+
+        A `Family` column holds its names here (an object array); `dynamic` gives the
+        int32 indices the compiled program takes.
+        """
+        return {name: readonly(self._space[name]._shown(column))
+                for name, column in self._columns.items()}
 
     def dynamic(self) -> dict[str, np.ndarray]:
-        """The dynamic columns only: name -> read-only float32/int32 array [N]."""
+        """The dynamic columns only: name -> read-only float32/int32 array [N], as stored."""
         return {name: self._columns[name] for name in self.dynamic_names}
 
     def __len__(self) -> int:
