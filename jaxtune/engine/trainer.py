@@ -412,6 +412,77 @@ class Trainer:
         return self.compiler.program(programs.CONCATENATE, programs.concatenate_program,
                                      *states)(*states)
 
+    # -- hypergradients (jaxtune.hypergradient) ------------------------------------------
+
+    def train_with_hypergradients(
+            self, state: PopulationState, steps: int, names: Sequence[str], metric: str, *,
+            scale: Mapping[str, str] | None = None, mode: str = "forward",
+            window: int | None = None, donate: bool = False, aligned: bool | None = None,
+            member_steps: Any = None
+    ) -> tuple[PopulationState, jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+        """Like `train_with_metrics`, also returning d(eval metric after the chunk) / d hparams.
+
+        The chunk's steps are `engine.step.member_step`'s, in a `lax.scan` that carries
+        one tangent per name (forward mode) or is differentiated backwards (reverse
+        mode, through its last `window` steps); `metric` is `evaluate_member`'s at the
+        chunk's end. A member that diverges is rolled back as in `train`, its
+        hypergradients NaN. See `jaxtune.hypergradient` for the modes.
+
+        Args:
+          state, steps, donate, aligned, member_steps: as for `train_with_metrics`.
+          names: static; the dynamic float hyperparameters differentiated.
+          metric: static; one of the names `evaluate` returns (differentiable: a loss).
+          scale: static; name -> "log" or "linear" (default), the scale of each derivative.
+          mode, window: static; "forward" or "reverse", and reverse mode's window.
+
+        Returns:
+          `(state, losses, metrics, grads)`, `grads` name -> float32 [M].
+
+        Raises:
+          ValueError: no `eval_data`, an unknown or integer name, an unknown metric, or a
+            stream of batches whose chunk bound is shorter than `steps`.
+        """
+        from jaxtune.hypergradient import check_request
+
+        steps = positive_int("steps", steps)
+        returns = self.resolve(state.hparams)
+        check_request(state.hparams, names, metric, returns.eval_names, self.eval_data is None,
+                      mode, window)
+        prepared = self.source.prepare(state.step, member_steps, steps, aligned)
+        if prepared.limit is not None and steps > prepared.limit:
+            raise ValueError(f"a chunk of {steps} steps is more than the stream of batches holds "
+                             f"on the devices at once ({prepared.limit}); train with "
+                             "hypergradients over shorter chunks (a smaller `eval_every`).")
+        options = (tuple(names), metric, tuple(sorted((scale or {}).items())), mode, window)
+        build = functools.partial(self._hypergradient_program, returns, steps,
+                                  prepared.aligned, prepared.specs, options)
+        args = (state, prepared.arguments, self.eval_data, self.keys)
+        program = self.compiler.program(("train_hypergradient", steps, donate, prepared.aligned,
+                                         options), build, *args, donate=(0,) if donate else ())
+        return program(*args)
+
+    def _hypergradient_program(self, returns: Returns, steps: int, aligned: bool, specs: tuple,
+                               options: tuple) -> Callable:
+        """The program `(population, arguments, eval_data, keys) -> (population, losses,
+        metrics, grads)` of `train_with_hypergradients`, on `engine.step`'s functions."""
+        from jaxtune.engine import step
+        from jaxtune.hypergradient import member_chunk
+
+        names, metric, scale, mode, window = options
+        contract, source = self.contract, self.source
+
+        def train_hypergradient_local(population, arguments, eval_data, keys):
+            positions, shared = source.positions(arguments, keys, population, steps, aligned)
+            batch_of = functools.partial(source.batch, arguments, keys)
+            run = functools.partial(
+                member_chunk, functools.partial(step.member_step, contract, returns, batch_of, keys),
+                lambda end: step.evaluate_member(contract, returns, eval_data, keys, end)[metric],
+                step.rollback, names=names, scale=dict(scale), mode=mode, window=window)
+            return jax.vmap(run, in_axes=(0, None if shared else 0))(population, positions)
+
+        by_member, whole = self.compiler.by_member.spec, self.compiler.replicated.spec
+        return self.compiler.sharded(train_hypergradient_local, (by_member, specs, whole, whole),
+                                     (by_member,) * 4, not self.contract.takes_model_state)
 
 def _root_key(key: Any) -> jax.Array:
     """The root PRNG key of `key`, an int or a PRNG key."""

@@ -127,6 +127,7 @@ class Runner:
         """Trains every slice to its members' next record point; records; returns the report."""
         table = self.members
         pending = []
+        hypergradients = []  # (slot members, name -> [slots]) per slice, when asked for
         for piece in self.slices:
             live = piece.members[piece.members >= 0]
             if live.size == 0:
@@ -135,8 +136,8 @@ class Runner:
             length = int(np.min(self._next_record(steps) - steps))
             trainer = self.slices.groups[piece.group].trainer
             slot_steps = np.where(piece.members >= 0, table.step[piece.members], -1)
-            piece.state, losses, aux = trainer.train_with_metrics(
-                piece.state, length, donate=True, member_steps=slot_steps)
+            piece.state, losses, aux = _train(trainer, piece, length, slot_steps,
+                                              self.strategy.hypergradients, hypergradients)
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
             pending.append((piece, length, losses, aux, evaluated))
         reached, completed, diverged = [], [], []
@@ -163,7 +164,8 @@ class Runner:
             completed.extend(members[done])
             self._end(piece, slots[done], COMPLETED)
         as_array = lambda x: np.asarray(x, np.int64)  # noqa: E731
-        return Report(as_array(reached), as_array(completed), as_array(diverged))
+        return Report(as_array(reached), as_array(completed), as_array(diverged),
+                      _by_member_id(hypergradients, table.size))
 
     def apply(self, decision: Any) -> None:
         """Carries out a strategy's decision: stop, then copy, then hparams, then start.
@@ -362,6 +364,30 @@ class Runner:
             hparam_history={k: v.copy() for k, v in recorder.hparam_history.items()},
             lineage=np.asarray(recorder.lineage, np.int64).reshape(-1, 3),
         )
+
+
+def _train(trainer: Any, piece: Slice, length: int, slot_steps: np.ndarray,
+           request: Mapping[str, Any] | None, hypergradients: list) -> tuple:
+    """`trainer.train_with_metrics` on a slice; with a strategy's hypergradient `request`,
+    `train_with_hypergradients`, its gradients appended to `hypergradients` with the slots'
+    members (`jaxtune.hypergradient`)."""
+    if request is None:
+        return trainer.train_with_metrics(piece.state, length, donate=True,
+                                          member_steps=slot_steps)
+    state, losses, aux, grads = trainer.train_with_hypergradients(
+        piece.state, length, donate=True, member_steps=slot_steps, **request)
+    hypergradients.append((piece.members.copy(), grads))
+    return state, losses, aux
+
+
+def _by_member_id(entries: list, size: int) -> dict[str, np.ndarray]:
+    """name -> float [size]: each slice's per-slot values at its members' ids, NaN elsewhere."""
+    columns: dict[str, np.ndarray] = {}
+    for members, values in entries:
+        slots = np.flatnonzero(members >= 0)
+        for name, column in gather(values).items():
+            columns.setdefault(name, np.full(size, np.nan))[members[slots]] = column[slots]
+    return columns
 
 
 def _progress_bar(enabled: bool):

@@ -21,6 +21,7 @@ from jaxtune.strategies.halving import (
 from jaxtune.strategies.halving import (
     SuccessiveHalving as SuccessiveHalving,
 )
+from jaxtune.strategies.hypergradient import HyperGradient as HyperGradient
 from jaxtune.strategies.median import MedianStopping as MedianStopping
 from jaxtune.strategies.pbt import PBT as PBT
 from jaxtune.strategies.plateau import PlateauDecay as PlateauDecay

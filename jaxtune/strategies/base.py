@@ -57,11 +57,16 @@ class Report:
       completed: int [K'], members that just trained their full budget.
       diverged: int [K''], members that just went non-finite (they are frozen and
         out of the population; a strategy should count them as the worst).
+      hypergradients: name -> float [N], per member id: the derivative of the eval
+        metric at the end of the chunk just trained with respect to each hyperparameter
+        (in its own scale), taken through the chunk's steps; NaN for members that did
+        not train. Filled only for a strategy whose `hypergradients` asks for them.
     """
 
     reached: np.ndarray
     completed: np.ndarray
     diverged: np.ndarray
+    hypergradients: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,9 +293,14 @@ class Strategy:
       starts_members: whether `decide` may `start` new configurations. With `data`
         an iterable of batches the sweep then keeps every batch it reads, since a
         new member trains from step 0.
+      hypergradients: None (off), or the keyword arguments of `Trainer.
+        train_with_hypergradients` (`names`, `metric`, `scale`, `mode`, `window`): the
+        runner then trains every chunk with them and hands them to `decide` in
+        `Report.hypergradients` (`jt.HyperGradient` sets it in `setup`).
     """
 
     starts_members: bool = False
+    hypergradients: Mapping[str, Any] | None = None
 
     def setup(self, search: Search) -> None:
         """Checks the strategy's arguments against the sweep; runs before any compile."""
