@@ -34,6 +34,7 @@ from jaxtune.engine import (
     is_init_function,
     leading_length,
 )
+from jaxtune.engine.forms import check_chunk_form
 from jaxtune.fingerprint import fingerprint_function, fingerprint_values
 from jaxtune.results import RESERVED_COLUMNS, SweepResult, check_mode, check_names, guess_mode
 from jaxtune.runner import (
@@ -85,7 +86,7 @@ def sweep(
     checkpoint_every: int = 1,
     record_step_loss: bool = False,
     keep_params: bool | int | str = True,
-    progress: bool = True,
+    progress: bool = True, chunk_form: str = "auto",
 ) -> SweepResult:
     """Trains every configuration of `space` x `seeds` in parallel; returns the results.
 
@@ -205,6 +206,14 @@ def sweep(
         parameters would take more than half of the host memory available (Linux's
         MemAvailable, else `os.sysconf`), with the figure and the k that fits.
       progress: draw a progress bar (tqdm) when tqdm is installed.
+      chunk_form: how each static group's chunks of steps between record points run:
+        "auto" (default) reads the traced step: on a CPU a step holding a convolution runs
+        as a host loop of one-step programs, each member unbatched ("loop+unroll", many
+        times faster there), anything else as one `lax.scan` vmapped over the members
+        ("scan+vmap"); "measure" times every form on the first chunk of each program and
+        keeps the fastest for the process; or one form of `jaxtune.engine.forms.FORMS`.
+        Results agree up to float rounding whatever the form (docs: "How a chunk runs" in
+        the devices guide).
 
     Returns:
       A `SweepResult`: hyperparameter table, curves, per-member status, final
@@ -237,7 +246,7 @@ def sweep(
 
     table = _configurations(space, configs, sampler, trials, grid_points, seed)
     make_trainer = _trainer_factory(loss_fn, make_optimizer, init_params, data, batch_size,
-                                    eval_fn, eval_data, seeds, seed, devices)
+                                    eval_fn, eval_data, seeds, seed, devices, chunk_form)
     # Every static group's functions, checked abstractly before anything compiles.
     probes, (eval_names, aux_names), (metric, mode) = _checked_functions(
         table, make_trainer, metric, mode, keep_params, seeds)
@@ -361,17 +370,19 @@ def _check_same_call(*, space: Space, strategy: Strategy, devices: Any, **argume
 
 
 def _trainer_factory(loss_fn, make_optimizer, init_params, data, batch_size, eval_fn,
-                     eval_data, seeds, seed, devices) -> Callable[[Mapping[str, Any]], Trainer]:
+                     eval_data, seeds, seed, devices, chunk_form="auto"
+                     ) -> Callable[[Mapping[str, Any]], Trainer]:
     """`make_trainer(static)`: the trainer of a static group; every group shares one device
-    copy of the data."""
+    copy of the data. A bad `chunk_form` is refused here, before anything compiles."""
     shared: dict[str, Any] = {}
+    chunk_form = check_chunk_form(chunk_form)
 
     def make_trainer(static: Mapping[str, Any]) -> Trainer:
         trainer = Trainer(
             loss_fn, make_optimizer, init_params=init_params,
             data=shared.get("data", data), batch_size=batch_size, eval_fn=eval_fn,
             eval_data=shared.get("eval_data", eval_data), static_hparams=static,
-            num_seeds=seeds, key=seed, devices=devices,
+            num_seeds=seeds, key=seed, devices=devices, chunk_form=chunk_form,
         )
         shared.update(data=data if trainer.data is None else trainer.data,  # one device copy
                       eval_data=trainer.eval_data)

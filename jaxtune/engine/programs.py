@@ -18,7 +18,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxtune.devices import MEMBER_AXIS
+from jaxtune.engine import forms
 from jaxtune.engine.contract import Contract, Returns
 from jaxtune.engine.sources import BatchSource
 from jaxtune.engine.state import PopulationState, non_finite_counts
@@ -40,7 +41,8 @@ EVALUATE = "evaluate_local"  # every member's eval metrics
 SELECT = "pick"  # slots replaced by members of another population
 TAKE = "take"  # a population of chosen members
 CONCATENATE = "cat"  # several populations as one
-PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE)
+PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE,
+            "train_begin", "train_steps", "train_end")  # the "loop" forms' (`Chunk`)
 
 # Compiled programs for the life of the process, least recently used dropped first.
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
@@ -121,11 +123,14 @@ class Compiler:
 
 
 def run_chunk(contract: Contract, returns: Returns, source: BatchSource, arguments: tuple,
-              keys: jax.Array, population: PopulationState, steps: int, aligned: bool):
-    """`steps` steps of every member of `population`: one `lax.scan`, vmapped over members.
+              keys: jax.Array, population: PopulationState, steps: int, aligned: bool,
+              members: str = "vmap"):
+    """`steps` steps of every member of `population` as one `lax.scan` (the "scan" forms).
 
+    `members` is "vmap" (the members vmapped) or "unroll" (`forms.map_members`).
     Returns `(population, losses [M, steps], metrics: name -> [M, steps])`, a member
-    that diverged rolled back (`step.rollback`).
+    that diverged rolled back (`step.rollback`). The "loop" forms run the same steps
+    as several programs (`Chunk`).
     """
     positions, shared = source.positions(arguments, keys, population, steps, aligned)
     batch_of = functools.partial(source.batch, arguments, keys)
@@ -135,15 +140,16 @@ def run_chunk(contract: Contract, returns: Returns, source: BatchSource, argumen
         end, (losses, metrics) = jax.lax.scan(one_step, member, member_positions)
         return rollback(member, end, losses, metrics)
 
-    return jax.vmap(run, in_axes=(0, None if shared else 0))(population, positions)
+    return forms.map_members(run, members, (0, None if shared else 0), population, positions)
 
 
 def train_program(compiler: Compiler, contract: Contract, returns: Returns,
-                  source: BatchSource, steps: int, aligned: bool, specs: tuple) -> Callable:
+                  source: BatchSource, steps: int, aligned: bool, specs: tuple,
+                  members: str = "vmap") -> Callable:
     """The program `(population, arguments, keys) -> (population, losses, metrics)`."""
     def train_local(population, arguments, keys):
         return run_chunk(contract, returns, source, arguments, keys, population, steps,
-                         aligned)
+                         aligned, members)
 
     member = P(MEMBER_AXIS)
     return compiler.sharded(_named(TRAIN, train_local), (member, specs, P()),
@@ -234,3 +240,227 @@ def default_eval_every(steps: int) -> int:
     if best is not None:
         return steps // best
     return max(1, math.ceil(steps / 10))
+
+
+# The programs of a chunk's "loop" forms (`engine.forms`), as XLA reports them.
+TRAIN_BEGIN = "train_begin"  # the chunk's positions and result buffers; the start kept
+TRAIN_STEPS = "train_steps"  # a few steps of every member, dispatched in a host loop
+TRAIN_END = "train_end"  # the chunk's divergence rollback (`step.rollback`)
+
+
+class Chunk(NamedTuple):
+    """A chunk of `steps` steps of a population, run in any form of `engine.forms`.
+
+    `run(form, args, donate)` with `args = (population, arguments, keys)` returns
+    `(population, losses [M, steps], metrics: name -> [M, steps])` in every form: the
+    "scan" forms are one program (`train_program`); the "loop" forms three, a begin,
+    a program of `forms.loop_steps(steps)` steps dispatched `steps / k` times without
+    reading anything back, and the end's rollback (`loop_begin_program` ...).
+    """
+
+    compiler: Compiler
+    contract: Contract
+    returns: Returns
+    source: BatchSource
+    steps: int
+    aligned: bool
+    specs: tuple  # the partition specs of the source's arguments
+
+    def run(self, form: str, args: tuple, donate: bool) -> tuple:
+        """The chunk in `form`; `donate` gives the population's buffers to the result (the
+        "scan" forms; the "loop" forms never need the start's buffers after the chunk)."""
+        along_steps, members = forms.split(form)
+        if along_steps == "scan":
+            return self._scan(form, args, donate)(*args)
+        begin, steps, end = self._loop(members, args)
+        working, positions, losses, metrics, done = begin(*args)
+        for _ in range(self.steps // forms.loop_steps(self.steps)):
+            working, losses, metrics, done = steps(working, positions, losses, metrics, done,
+                                                   *args[1:])
+        return end(args[0], working, losses, metrics)
+
+    def compile(self, form: str, args: tuple) -> None:
+        """Compiles the programs of `form` (a no-op when the process already holds them)."""
+        if forms.split(form)[0] == "scan":
+            self._scan(form, args, False)
+        else:
+            self._loop(forms.split(form)[1], args)
+
+    def _scan(self, form: str, args: tuple, donate: bool) -> Any:
+        build = functools.partial(train_program, self.compiler, self.contract, self.returns,
+                                  self.source, self.steps, self.aligned, self.specs,
+                                  forms.split(form)[1])
+        name = (TRAIN, self.steps, donate, self.aligned) + (
+            () if form == forms.DEFAULT else (form,))
+        return self.compiler.program(name, build, *args, donate=(0,) if donate else ())
+
+    def _loop(self, members: str, args: tuple) -> tuple[Any, Any, Any]:
+        """The begin, steps and end programs of a "loop" form."""
+        shared = _shared_positions(self.source, self.steps, self.aligned, args)
+        parts = (self.compiler, self.contract, self.returns, self.source)
+        begin = self.compiler.program(
+            (TRAIN_BEGIN, self.steps, self.aligned),
+            functools.partial(loop_begin_program, *parts, self.steps, self.aligned, self.specs,
+                              shared), *args)
+        working, positions, losses, metrics, done = _out_info(begin, args)
+        k = forms.loop_steps(self.steps)
+        steps = self.compiler.program(
+            (TRAIN_STEPS, k, members, shared),
+            functools.partial(loop_steps_program, *parts, k, members, self.specs, shared),
+            working, positions, losses, metrics, done, *args[1:])
+        end = self.compiler.program(TRAIN_END, functools.partial(
+            loop_end_program, self.compiler, self.contract), args[0], working, losses, metrics)
+        return begin, steps, end
+
+    def shape_key(self, args: tuple) -> Hashable:
+        """What a measured form is remembered by: the functions, data, devices and shapes."""
+        return (TRAIN, self.compiler.key, tuple(d.id for d in self.compiler.mesh.devices.flat),
+                avals(args[0]))
+
+    def auto(self, args: tuple) -> str:
+        """`forms.auto_form` for this chunk: the backend, and whether the step convolves
+        (one member's step traced on abstract shapes, once per process and shape)."""
+        member = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), args[0])
+        keys = args[2]
+        batch = self.source.shapes(jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))
+
+        def one_step(member, batch):
+            return member_step(self.contract, self.returns, lambda m, p: batch, keys, member,
+                               jnp.int32(0))
+
+        platform = self.compiler.mesh.devices.flat[0].platform
+        convolution = platform == "cpu" and forms.convolves(
+            (self.compiler.key, avals((member, batch))),
+            lambda: jax.make_jaxpr(one_step)(member, batch))
+        return forms.auto_form(platform, convolution)
+
+
+def _out_info(program: Any, args: tuple) -> Any:
+    """The abstract outputs of a compiled program (called, when it is a program compiled
+    ahead of need, which returns them)."""
+    info = getattr(program, "out_info", None)
+    return program(*args) if info is None else info
+
+
+def _shared_positions(source: BatchSource, steps: int, aligned: bool, args: tuple) -> bool:
+    """Whether every member of a chunk reads the same positions (traced, not run)."""
+    shared = []
+
+    def positions(population, arguments, keys):
+        out, is_shared = source.positions(arguments, keys, population, steps, aligned)
+        shared.append(is_shared)
+        return out
+
+    jax.eval_shape(positions, *args)
+    return shared[0]
+
+
+def _jitted(compiler: Compiler, fn: Callable, in_specs: tuple, out_specs: tuple,
+            manual: bool, donate: tuple[int, ...]) -> Callable:
+    """`fn` sharded over the members (`Compiler.sharded`), jitted with outputs placed as
+    `out_specs` say (replicated positions are not member-sharded)."""
+    shardings = jax.tree_util.tree_map(lambda spec: NamedSharding(compiler.mesh, spec),
+                                       out_specs, is_leaf=lambda x: isinstance(x, P))
+    return jax.jit(compiler.sharded(fn, in_specs, out_specs, manual), donate_argnums=donate,
+                   out_shardings=shardings)
+
+
+def loop_begin_program(compiler: Compiler, contract: Contract, returns: Returns,
+                       source: BatchSource, steps: int, aligned: bool, specs: tuple,
+                       shared: bool) -> Callable:
+    """The program `(population, arguments, keys) -> (copy, positions, losses, metrics, 0)`.
+
+    The positions of the whole chunk (`BatchSource.positions`, computed once), empty
+    loss and metric buffers [M, steps] and a copy of the population for the steps to
+    consume, the start itself kept for the rollback.
+    """
+    def train_begin(population, arguments, keys):
+        positions, _ = source.positions(arguments, keys, population, steps, aligned)
+        size = (population.step.shape[0], steps)
+        metrics = {name: jnp.zeros(size, jnp.float32) for name in returns.aux_names}
+        working = jax.tree_util.tree_map(jnp.copy, population)
+        return working, positions, jnp.zeros(size, jnp.float32), metrics, jnp.int32(0)
+
+    member = P(MEMBER_AXIS)
+    return _jitted(compiler, _named(TRAIN_BEGIN, train_begin), (member, specs, P()),
+                   (member, P() if shared else member, member, member, P()),
+                   not contract.takes_model_state, ())
+
+
+def loop_steps_program(compiler: Compiler, contract: Contract, returns: Returns,
+                       source: BatchSource, k: int, members: str, specs: tuple,
+                       shared: bool) -> Callable:
+    """The program `(population, positions, losses, metrics, done, arguments, keys) ->
+    (population, losses, metrics, done + k)`: `k` steps of every member (unrolled, no
+    loop), their losses and metrics written at column `done` of the buffers, which are
+    donated with the population."""
+    def train_steps(population, positions, losses, metrics, done, arguments, keys):
+        batch_of = functools.partial(source.batch, arguments, keys)
+
+        def run(member, member_positions):
+            outputs = []
+            for i in range(k):
+                position = jax.lax.dynamic_index_in_dim(member_positions, done + i,
+                                                        keepdims=False)
+                member, out = member_step(contract, returns, batch_of, keys, member, position)
+                outputs.append(out)
+            return member, *jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outputs)
+
+        population, new_losses, new_metrics = forms.map_members(
+            run, members, (0, None if shared else 0), population, positions)
+
+        def put(buffer, new):
+            return jax.lax.dynamic_update_slice_in_dim(buffer, new, done, axis=1)
+
+        return (population, put(losses, new_losses),
+                jax.tree_util.tree_map(put, metrics, new_metrics), done + k)
+
+    member = P(MEMBER_AXIS)
+    return _jitted(compiler, _named(TRAIN_STEPS, train_steps),
+                   (member, P() if shared else member, member, member, P(), specs, P()),
+                   (member, member, member, P()), not contract.takes_model_state, (0, 2, 3, 4))
+
+
+def loop_end_program(compiler: Compiler, contract: Contract) -> Callable:
+    """The program `(start, end, losses, metrics) -> (population, losses, metrics)`: every
+    member's chunk kept, or rolled back to `start` (`step.rollback`).
+
+    `end` and the buffers are donated; `start` never is (the result can reuse one
+    population's buffers, not two): the caller's reference to it is its last.
+    """
+    def train_end(start, end, losses, metrics):
+        return jax.vmap(rollback)(start, end, losses, metrics)
+
+    member = P(MEMBER_AXIS)
+    return _jitted(compiler, _named(TRAIN_END, train_end), (member,) * 4, (member,) * 3,
+                   not contract.takes_model_state, (1, 2, 3))
+
+
+def run_chunk_as(chunk: Chunk, chunk_form: str, args: tuple, donate: bool
+                 ) -> tuple[str, tuple]:
+    """Runs `chunk` as `chunk_form` asks (see `engine.forms`); returns `(form, result)`.
+
+    An explicit form runs as it is; "auto" runs `Chunk.auto`; "measure" runs the form
+    measured for this program shape earlier in the process, else times every form on
+    this chunk (`forms.fastest`, nothing donated), keeps the fastest's result and
+    remembers it. Compiled ahead of need (the programs return abstract values), every
+    form is compiled and nothing is remembered. With several processes "measure" runs as
+    "auto": each would time differently, and all must run the same programs.
+    """
+    if chunk_form == "measure" and jax.process_count() > 1:
+        chunk_form = "auto"  # timings differ between processes; every one must run alike
+    if chunk_form in forms.FORMS:
+        form = chunk_form
+    elif chunk_form == "auto":
+        form = chunk.auto(args)
+    else:
+        key = chunk.shape_key(args)
+        form = forms.measured(key)
+        if form is None:
+            form, result, seconds = forms.fastest(
+                lambda f: chunk.run(f, args, False), lambda f: chunk.compile(f, args))
+            if seconds is not None:
+                forms.remember(key, form)
+            return form, result
+    return form, chunk.run(form, args, donate)

@@ -30,7 +30,7 @@ import optax
 from jaxtune._checks import positive_int
 from jaxtune.devices import member_mesh
 from jaxtune.distributed import gather, place
-from jaxtune.engine import programs
+from jaxtune.engine import forms, programs
 from jaxtune.engine.contract import (
     Contract,
     Returns,
@@ -87,12 +87,18 @@ class Trainer:
       num_seeds: static; how many seed indices members may carry (0 ... num_seeds-1).
       key: an int or a PRNG key; the root of every member's randomness.
       devices: the devices to shard the members over (default: all local ones).
+      chunk_form: how a chunk of steps runs: "auto" (default: a rule read from the traced
+        step), "measure" (the fastest form, timed on the first chunk of each program
+        shape), or one of `jaxtune.engine.forms.FORMS` ("scan+vmap", "loop+unroll" ...);
+        see `jaxtune.engine.forms`. Every form trains the same, up to float rounding.
 
     Attributes:
       data, eval_data: the data placed on the devices (replicated); pass them to
         another trainer on the same devices to share one copy.
       compiles, compile_seconds: programs this trainer compiled (cache misses) and
         the seconds spent compiling them.
+      chunk_form: the form the last chunk ran as (None before any); `chunk_forms`: how
+        many chunks ran in each form.
       source, contract, compiler: the parts it wires: the `BatchSource` of `data`,
         the user's functions (`engine.contract.Contract`) and its programs' compiler
         (`engine.programs.Compiler`).
@@ -112,7 +118,10 @@ class Trainer:
         num_seeds: int = 1,
         key: int | jax.Array = 0,
         devices: Sequence[jax.Device] | None = None,
+        chunk_form: str = "auto",
     ):
+        self._chunk_form = forms.check_chunk_form(chunk_form)
+        self._chunk_forms: dict[str, int] = {}  # form -> chunks run in it; the last used last
         init_fn = check_functions(loss_fn, make_optimizer, init_params, eval_fn, eval_data)
         num_seeds = positive_int("num_seeds", num_seeds)
         mesh = member_mesh(devices)
@@ -149,6 +158,8 @@ class Trainer:
     num_devices = property(lambda self: self.compiler.num_devices)
     compiles = property(lambda self: self.compiler.compiles)
     compile_seconds = property(lambda self: self.compiler.compile_seconds)
+    chunk_form = property(lambda self: next(reversed(self._chunk_forms), None))
+    chunk_forms = property(lambda self: dict(self._chunk_forms))
 
     def resolve(self, hparams: Mapping[str, Any]) -> Returns:
         """Checks the user functions on one member's shapes, without compiling anything.
@@ -345,12 +356,12 @@ class Trainer:
         if prepared.limit is not None and steps > prepared.limit:
             return self._train_in_calls(state, steps, prepared.limit, donate,
                                         prepared.member_steps)
-        build = functools.partial(programs.train_program, self.compiler, self.contract, returns,
-                                  self.source, steps, prepared.aligned, prepared.specs)
-        args = (state, prepared.arguments, self.keys)
-        program = self.compiler.program((programs.TRAIN, steps, donate, prepared.aligned), build,
-                                        *args, donate=(0,) if donate else ())
-        return program(*args)
+        chunk = programs.Chunk(self.compiler, self.contract, returns, self.source, steps,
+                               prepared.aligned, prepared.specs)
+        form, result = programs.run_chunk_as(chunk, self._chunk_form,
+                                             (state, prepared.arguments, self.keys), donate)
+        self._chunk_forms[form] = self._chunk_forms.pop(form, 0) + 1
+        return result
 
     def _train_in_calls(self, state: PopulationState, steps: int, limit: int, donate: bool,
                         member_steps: np.ndarray
