@@ -227,6 +227,6 @@ def optimizer_choice(families: Mapping[str, Callable[..., optax.GradientTransfor
       >>> space = jt.Space(optimizer=opt.dimension, learning_rate=jt.loguniform(1e-3, 1e-1),
       ...                  momentum=jt.uniform(0.5, 0.99))
       >>> space.sample(4, seed=0).columns["optimizer"]
-      array(['sgd', 'adam', 'sgd', 'adam'], dtype=object)
+      array(['adam', 'adam', 'sgd', 'adam'], dtype=object)
     """
     return OptimizerChoice(families, name)
