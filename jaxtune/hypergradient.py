@@ -185,11 +185,11 @@ def scales_of(space: Space, names: Sequence[str] | None = None) -> dict[str, str
                              f"({', '.join(map(repr, space.names))}).")
         dimension = space[name]
         if not isinstance(dimension, Uniform | LogUniform):
-            kind = ("static" if name in space.static_names else "integer"
-                    if isinstance(dimension, RandInt) else "discrete"
-                    if isinstance(dimension, Choice | Fixed) else type(dimension).__name__)
+            kind = ("a static" if name in space.static_names else "an integer"
+                    if isinstance(dimension, RandInt) else "a discrete"
+                    if isinstance(dimension, Choice | Fixed) else f"a {type(dimension).__name__}")
             raise ValueError(
-                f"hypergradient: {name!r} is a {kind} dimension ({dimension!r}); only "
+                f"hypergradient: {name!r} is {kind} dimension ({dimension!r}); only "
                 "`jt.uniform` and `jt.loguniform` dimensions have a gradient. Drop it from "
                 "`names`, or make it continuous.")
         out[name] = "log" if isinstance(dimension, LogUniform) else "linear"

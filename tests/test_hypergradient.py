@@ -170,6 +170,20 @@ def test_the_strategy_moves_the_ridge_penalty_to_its_optimum():
                       steps=400, eval_every=20, configs=[{"ridge": 0.02, "learning_rate": 0.5},
                                                  {"ridge": 2.0, "learning_rate": 0.5}],
                       eval_fn=val_loss, eval_data=(XV, YV), metric="val_loss", mode="min",
-                      progress=False, strategy=HyperGradient(lr=5.0, every=20))
-    final = result.hparam_history["ridge"][:, -1]
-    np.testing.assert_allclose(final, optimum, rtol=0.05)
+                      progress=False, strategy=HyperGradient(lr=5.0, every=20, max_step=1.0))
+    history = result.hparam_history["ridge"]
+    np.testing.assert_allclose(history[:, -1], optimum, rtol=0.05)
+    moves = np.abs(np.diff(np.log(history), axis=1))
+    assert moves.max() <= 1.0 + 1e-5 and moves.max() >= 0.99  # the bound on a step binds
+
+
+def test_the_strategy_refuses_what_has_no_gradient():
+    with pytest.raises(ValueError, match="`max_step` must be None or a positive number"):
+        HyperGradient(lr=1.0, every=10, max_step=0)
+    with pytest.raises(ValueError, match="`lr` must be a positive step size"):
+        HyperGradient(lr=-1.0, every=10)
+    space = jt.Space(ridge=jt.randint(0, 3), learning_rate=jt.fixed(0.5))
+    with pytest.raises(ValueError, match="'ridge' is an integer dimension"):
+        jt.sweep(loss_fn, jnp.zeros(D), make_optimizer, space, data=(X, Y), batch_size=N,
+                 steps=20, eval_every=10, trials=2, eval_fn=val_loss, eval_data=(XV, YV),
+                 progress=False, strategy=HyperGradient(lr=1.0, every=10, names=["ridge"]))

@@ -10,6 +10,8 @@ clipped into the space:
 
     log(lr) <- clip(log(lr) - step_size * d metric / d log(lr), log(low), log(high))
 
+(each step optionally bounded by `max_step`).
+
 A hypergradient is greedy: it sees the chunk of `eval_every` steps it was computed
 over, not the rest of the run (short-horizon bias; Wu et al., ICLR 2018), so a chunk
 long enough for the hyperparameter's effect to show gives a better direction.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,11 +60,15 @@ class HyperGradient(Strategy):
       mode: "min" or "max" (default: the sweep's, or judged from the metric's name).
       method: "forward" (default) or "reverse" differentiation (`jaxtune.hypergradient`).
       window: reverse mode only: differentiate through the chunk's last `window` steps.
+      max_step: the most one update may move a hyperparameter in its own scale (0.5: a
+        factor of at most e^0.5 on a log scale), or None (unbounded). Hypergradients
+        are large and erratic where training is unstable (a learning rate near
+        divergence): bounding the step keeps one update from jumping across the space.
     """
 
     def __init__(self, *, lr: float, every: int, names: Sequence[str] | None = None,
                  metric: str | None = None, mode: str | None = None, method: str = "forward",
-                 window: int | None = None):
+                 window: int | None = None, max_step: float | None = None):
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
                 math.isfinite(lr) and lr > 0):
             raise ValueError(f"`lr` must be a positive step size, got {lr!r}; e.g. lr=0.1.")
@@ -76,6 +83,10 @@ class HyperGradient(Strategy):
         check_mode(method, window)
         self.method = method
         self.window = window
+        if max_step is not None and (isinstance(max_step, bool) or not isinstance(
+                max_step, numbers.Real) or not (math.isfinite(max_step) and max_step > 0)):
+            raise ValueError(f"`max_step` must be None or a positive number, got {max_step!r}.")
+        self.max_step = None if max_step is None else float(max_step)
 
     def setup(self, search: Search) -> None:
         self._scale = scales_of(search.space, self.names)
@@ -109,6 +120,7 @@ class HyperGradient(Strategy):
         for member in due.tolist():
             grads = {name: float(report.hypergradients[name][member]) for name in self._scale}
             if not all(math.isfinite(g) for g in grads.values()):
+                _warn_not_finite(member, grads)
                 continue
             new[member] = {name: self._moved(search, name, float(hparams[name][member]),
                                              sign * grads[name]) for name in self._scale}
@@ -117,13 +129,25 @@ class HyperGradient(Strategy):
     def _moved(self, search: Search, name: str, value: float, grad: float) -> float:
         """`value` after one step down `grad` in its dimension's scale, clipped to its bounds."""
         dimension = search.space[name]
+        step = self.lr * grad
+        if self.max_step is not None:
+            step = min(max(step, -self.max_step), self.max_step)
         low, high = float(np.float32(dimension.low)), float(np.float32(dimension.high))
         if self._scale[name] == "log":
-            return float(np.clip(math.exp(math.log(value) - self.lr * grad), low, high))
-        return float(np.clip(value - self.lr * grad, low, high))
+            return float(np.clip(math.exp(math.log(value) - step), low, high))
+        return float(np.clip(value - step, low, high))
 
     def __repr__(self) -> str:
         return (f"HyperGradient(lr={self.lr:g}, every={self.every}, names={self.names!r}, "
                 f"metric={self.metric!r}, mode={self.mode!r}, method={self.method!r}, "
-                f"window={self.window!r})")
+                f"window={self.window!r}, max_step={self.max_step!r})")
 
+
+def _warn_not_finite(member: int, grads: dict[str, float]) -> None:
+    """Warns that a running member's hypergradient is not finite, and the usual causes."""
+    warnings.warn(
+        f"HyperGradient: member {member}'s hypergradients are not finite ({grads}); its "
+        "hyperparameters stay as they are. Usual causes: `optax.adam`/`adamw` with the default "
+        "eps_root=0, whose square root has an infinite derivative where a gradient is exactly "
+        "0 (pass eps_root=1e-12), or a metric or loss not differentiable there.",
+        RuntimeWarning, stacklevel=3)
