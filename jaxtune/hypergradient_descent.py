@@ -137,7 +137,14 @@ def hd_sgd(learning_rate: Any = 1e-3, beta: Any = 1e-3) -> optax.GradientTransfo
 
     :math:`\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot g_{t-1}`, then
     :math:`\theta_t = \theta_{t-1} - \alpha_t g_t`. Defaults: the paper's
-    :math:`\alpha_0 = 10^{-3}`, :math:`\beta = 10^{-3}`. Both sweepable.
+    :math:`\alpha_0 = 10^{-3}`, :math:`\beta = 10^{-3}`.
+
+    Args:
+      learning_rate: sweepable, finite: the initial learning rate :math:`\alpha_0`.
+      beta: sweepable, non-negative: the hypergradient learning rate (0: plain SGD).
+
+    Returns:
+      An `optax.GradientTransformation` whose state is a `HypergradientState`.
     """
     return scale_by_hypergradient(optax.identity(), learning_rate, beta)
 
@@ -149,7 +156,16 @@ def hd_sgdn(learning_rate: Any = 1e-3, beta: Any = 1e-3,
     :math:`v_t = \mu v_{t-1} + g_t` and direction :math:`d_t = g_t + \mu v_t` (optax's
     ``trace(momentum, nesterov=True)``); :math:`\alpha_t = \alpha_{t-1} + \beta\,
     g_t \cdot d_{t-1}` (Algorithm 5). Defaults: the paper's :math:`\alpha_0 = 10^{-3}`,
-    :math:`\beta = 10^{-3}`, :math:`\mu = 0.9`. All sweepable.
+    :math:`\beta = 10^{-3}`, :math:`\mu = 0.9`.
+
+    Args:
+      learning_rate: sweepable, finite: the initial learning rate :math:`\alpha_0`.
+      beta: sweepable, non-negative: the hypergradient learning rate (0: plain SGD with
+        Nesterov momentum, optax's ``sgd(learning_rate, momentum, nesterov=True)``).
+      momentum: sweepable: the momentum :math:`\mu`.
+
+    Returns:
+      An `optax.GradientTransformation` whose state is a `HypergradientState`.
     """
     check_numeric("momentum", momentum)
     return scale_by_hypergradient(optax.trace(momentum, nesterov=True), learning_rate, beta)
@@ -162,7 +178,18 @@ def hd_adam(learning_rate: Any = 1e-3, beta: Any = 1e-7, b1: Any = 0.9, b2: Any 
     Direction :math:`d_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` (optax's
     ``scale_by_adam(b1, b2, eps)``, bias-corrected moments);
     :math:`\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot d_{t-1}`. Defaults: the paper's
-    :math:`\alpha_0 = 10^{-3}`, :math:`\beta = 10^{-7}`, and Adam's. All sweepable.
+    :math:`\alpha_0 = 10^{-3}`, :math:`\beta = 10^{-7}`, and Adam's.
+
+    Args:
+      learning_rate: sweepable, finite: the initial learning rate :math:`\alpha_0`.
+      beta: sweepable, non-negative: the hypergradient learning rate (0: plain Adam,
+        optax's ``adam(learning_rate, b1, b2, eps)``).
+      b1: sweepable: the decay of the first moment.
+      b2: sweepable: the decay of the second moment.
+      eps: sweepable: added to the root of the second moment.
+
+    Returns:
+      An `optax.GradientTransformation` whose state is a `HypergradientState`.
     """
     return scale_by_hypergradient(optax.scale_by_adam(b1, b2, eps), learning_rate, beta)
 
@@ -173,6 +200,10 @@ def hypergradient_learning_rate(opt_state: Any) -> jax.Array:
     Finds the `HypergradientState` inside any optimizer state (alone, in an
     `optax.chain`, stacked over a population's members) and returns its
     ``learning_rate``.
+
+    Args:
+      opt_state: an optimizer state, e.g. ``PopulationState.opt_state`` or the state
+        your own loop carries.
 
     Raises:
       ValueError: if `opt_state` holds no `HypergradientState`, or more than one

@@ -75,7 +75,11 @@ class BestConfig:
     """The best trial of a sweep: its hyperparameters and its final metric over seeds.
 
     Its ``repr`` reads like the configuration to copy, e.g.
-    ``learning_rate=0.0031, weight_decay=0.0001 -> accuracy 0.962 ± 0.004 (3 seeds)``.
+    ``learning_rate=0.0031, weight_decay=0.0001 -> accuracy 0.962 ± 0.004 (3 seeds)``,
+    followed, when `SweepResult.best_config` computed one, by the 95% interval of the
+    mean and whether the runner-up's interval overlaps it (module
+    `jaxtune.results.intervals`): ``, 95% t-interval [0.952, 0.972]; runner-up trial 7
+    overlaps it: within noise``.
     """
 
     hparams: dict[str, Any]  # hyperparameter name -> plain Python value (int, float, str, ...)
