@@ -436,3 +436,54 @@ def test_kill_minus_9_at_several_points_then_resume_is_bit_identical(tmp_path):
     assert (resumed.status == "stopped").any()
     assert_results_identical(resumed, expected)
     assert not list(pathlib.Path(directory).glob("*.tmp-*"))  # no temporary file left
+
+
+class RecordingBar:
+    """Stands in for tqdm: keeps every postfix the runner sets."""
+
+    def __init__(self):
+        self.total, self.postfixes = 0, []
+
+    def set_postfix(self, postfix, refresh=True):
+        self.postfixes.append(dict(postfix))
+
+    def update(self, advanced):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_timing_counts_record_points_and_the_bar_shows_compile_time_apart(monkeypatch):
+    from jaxtune.runner import loop
+
+    bar = RecordingBar()
+    monkeypatch.setattr(loop, "_progress_bar", lambda enabled: bar if enabled else None)
+    result = run_sweep(progress=True, trials=2, seed=11)  # 12 steps, a record every 4
+    timing = result.timing
+    assert timing["record_points"] == 3 == len(bar.postfixes)
+    assert 0 <= timing["record_s"] < timing["total_s"]
+    assert timing["compile_wait_s"] <= timing["total_s"]
+    assert bar.postfixes[-1]["compile"] == f"{timing['compile_s']:.1f} s"
+    assert "best member eval_loss" in bar.postfixes[-1]
+
+
+def test_the_chunk_form_is_reported_and_survives_save_and_load(monkeypatch, tmp_path):
+    monkeypatch.setattr(jt.Trainer, "chunk_form", "scan", raising=False)
+    result = run_sweep(trials=2, seed=12)
+    assert result.timing["chunk_form"] == "scan"
+    result.save(tmp_path / "result.npz")
+    assert jt.SweepResult.load(tmp_path / "result.npz").timing == result.timing
+
+
+@pytest.mark.parametrize("timing, message", [
+    ({"chunk_form": 3}, r"`timing\['chunk_form'\]` must be a string"),
+    ({"run_s": "fast"}, r"`timing\['run_s'\]` must be a number"),
+])
+def test_timing_values_are_numbers_except_the_chunk_form(timing, message):
+    from jaxtune.results.columns import _timing
+
+    with pytest.raises(TypeError, match=message):
+        _timing(timing)
+    assert _timing({"chunk_form": "loop+unroll,scan", "run_s": 2}) == {
+        "chunk_form": "loop+unroll,scan", "run_s": 2.0}

@@ -14,8 +14,11 @@ members vmapped. How a chunk of steps runs is decided in one place, `run_chunk`.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
@@ -47,6 +50,9 @@ PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE,
 # Compiled programs for the life of the process, least recently used dropped first.
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 256
+# Programs being compiled (by any thread), and the lock guarding both dicts and the counts.
+_PENDING: dict[Any, concurrent.futures.Future] = {}
+_LOCK = threading.Lock()
 _RETURNS: dict[Any, Returns] = {}  # what the user functions return, per signature
 
 
@@ -73,11 +79,22 @@ def cached_returns(key: Hashable, compute: Callable[[], Returns]) -> Returns:
 class Compiler:
     """Compiles a trainer's programs for its mesh, sharing them through the process cache.
 
+    Safe to use from several threads (the runner compiles static groups ahead of need
+    in background threads, `jaxtune.runner.ahead`): a program is compiled once per key
+    even when two threads ask for it together; the second waits for the first's result
+    (or its exception, raised to the first thread that asks after it failed).
+
     Attributes:
       mesh, replicated, by_member: the devices, and the shardings of an argument held
         whole on each / split by member.
-      compiles, compile_seconds: programs compiled (cache misses) and the seconds spent.
+      compiles, compile_seconds: programs compiled (cache misses) and the seconds spent,
+        in whatever thread compiled them; each program counted once.
+      wait_seconds: seconds the threads that needed a program (not those compiling
+        ahead) spent compiling it or waiting for it; with nothing compiled ahead, equal
+        to `compile_seconds`.
     """
+
+    _ahead = threading.local()  # .on: this thread compiles ahead of need; .abstract: not run
 
     def __init__(self, mesh: Mesh, key: Hashable):
         self.mesh = mesh
@@ -87,6 +104,24 @@ class Compiler:
         self.key = key  # what every program of this trainer depends on
         self.compiles = 0
         self.compile_seconds = 0.0
+        self.wait_seconds = 0.0
+
+    @classmethod
+    @contextlib.contextmanager
+    def ahead(cls, abstract: bool = True):
+        """Inside the block, this thread compiles ahead of need: its time is not counted in
+        `wait_seconds`, and a failed compile is kept for the thread that needs the program.
+
+        With `abstract`, programs are compiled without running: a program called returns
+        the shapes, dtypes and shardings of its outputs (`jax.ShapeDtypeStruct`s), so that
+        the next program's arguments can be built from them.
+        """
+        previous = (getattr(cls._ahead, "on", False), getattr(cls._ahead, "abstract", False))
+        cls._ahead.on, cls._ahead.abstract = True, abstract
+        try:
+            yield
+        finally:
+            cls._ahead.on, cls._ahead.abstract = previous
 
     def sharded(self, fn: Callable, in_specs: Any, out_specs: Any, manual: bool = True
                 ) -> Callable:
@@ -102,24 +137,79 @@ class Compiler:
 
     def program(self, name: Hashable, build: Callable, *args: Any,
                 donate: tuple[int, ...] = ()) -> Any:
-        """The executable of `build()` for these argument shapes, compiled once per process."""
+        """The executable of `build()` for these argument shapes, compiled once per process.
+
+        `args` may be `jax.ShapeDtypeStruct`s with shardings (what `ahead` programs return).
+        """
         key = (name, self.key, tuple(d.id for d in self.mesh.devices.flat), avals(args),
                jax.config.jax_default_matmul_precision)  # traced into the program
-        program = _PROGRAMS.get(key)
+        ahead = getattr(self._ahead, "on", False)
+        abstract = ahead and getattr(self._ahead, "abstract", False)
+        start = time.perf_counter()
+        with _LOCK:
+            program = _PROGRAMS.get(key)
+            if program is not None:
+                _PROGRAMS.move_to_end(key)
+            else:
+                future, owner = _PENDING.get(key), False
+                if future is None:
+                    future, owner = concurrent.futures.Future(), True
+                    _PENDING[key] = future
         if program is None:
-            start = time.perf_counter()
+            program = (self._compile(key, future, build, args, donate) if owner
+                       else self._awaited(key, future))
+            if not ahead:
+                with _LOCK:
+                    self.wait_seconds += time.perf_counter() - start
+        return _Outputs(program) if abstract else program
+
+    def _compile(self, key: tuple, future: concurrent.futures.Future, build: Callable,
+                 args: tuple, donate: tuple[int, ...]) -> Any:
+        """Compiles the program of `key`, publishing it (or the error) through `future`."""
+        start = time.perf_counter()
+        try:
             fn = build()
             if not hasattr(fn, "lower"):  # member-sharded outputs, whatever XLA would pick
                 fn = jax.jit(fn, donate_argnums=donate, out_shardings=self.by_member)
             program = fn.lower(*args).compile()
+        except BaseException as error:
+            if getattr(self._ahead, "on", False):
+                future.set_exception(error)  # kept for the thread that needs the program
+            else:
+                with _LOCK:
+                    _PENDING.pop(key, None)
+                future.set_exception(error)
+            raise
+        with _LOCK:
             self.compile_seconds += time.perf_counter() - start
             self.compiles += 1
             _PROGRAMS[key] = program
             if len(_PROGRAMS) > _MAX_PROGRAMS:
                 _PROGRAMS.popitem(last=False)
-        else:
-            _PROGRAMS.move_to_end(key)
+            _PENDING.pop(key, None)
+        future.set_result(program)
         return program
+
+    def _awaited(self, key: tuple, future: concurrent.futures.Future) -> Any:
+        """The program another thread is compiling (or compiled ahead and failed: its error
+        is raised here, once; a later call compiles again)."""
+        try:
+            return future.result()
+        except BaseException:
+            with _LOCK:
+                if _PENDING.get(key) is future:
+                    del _PENDING[key]
+            raise
+
+
+class _Outputs:
+    """A compiled program called ahead of need: returns its outputs' abstract values."""
+
+    def __init__(self, program: Any):
+        self.program = program
+
+    def __call__(self, *args: Any) -> Any:
+        return self.program.out_info
 
 
 def run_chunk(contract: Contract, returns: Returns, source: BatchSource, arguments: tuple,

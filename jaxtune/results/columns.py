@@ -369,15 +369,26 @@ def _member_trees(name: str, trees: Any, n: int) -> dict[int, Any] | None:
     return out if any(tree is not None for tree in out.values()) else None
 
 
-def _timing(timing: Any) -> dict[str, float]:
+# `timing` entries that are words, not figures: the chunk form(s) the trainers ran with.
+TIMING_TEXT = ("chunk_form",)
+
+
+def _timing(timing: Any) -> dict[str, float | str]:
+    """`timing` checked: name -> a number (seconds, counts, rates) or, for the names in
+    `TIMING_TEXT`, a string."""
     if not isinstance(timing, Mapping):
         raise TypeError(
             f"`timing` must be a dict of name -> seconds, got {type(timing).__name__}."
         )
-    out = {}
+    out: dict[str, float | str] = {}
     for name, value in timing.items():
         if not isinstance(name, str):
             raise TypeError(f"`timing` keys must be strings, got {name!r}.")
+        if name in TIMING_TEXT:
+            if not isinstance(value, str):
+                raise TypeError(f"`timing[{name!r}]` must be a string, got {value!r}.")
+            out[name] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise TypeError(f"`timing[{name!r}]` must be a number, got {value!r}.")
         out[name] = float(value)

@@ -32,7 +32,9 @@ import numpy as np
 from jaxtune.distributed import any_process, gather, is_main_process
 from jaxtune.results import SweepResult
 from jaxtune.runner import decisions
+from jaxtune.runner.ahead import CompileAhead, enabled_by_default
 from jaxtune.runner.checkpoint import Checkpointer, Prefixed
+from jaxtune.runner.clock import Clock
 from jaxtune.runner.configs import ConfigSource
 from jaxtune.runner.kept import KeptTrees
 from jaxtune.runner.members import (
@@ -67,14 +69,17 @@ class Runner:
     """Trains members in slices, records them and applies a strategy's decisions.
 
     Built whole from the parts `sweep` assembled: the strategy's `search` view is over
-    the same `members`, `recorder` and `configs` the runner changes.
+    the same `members`, `recorder` and `configs` the runner changes. With `compile_ahead`
+    (default: on unless `JAXTUNE_COMPILE_AHEAD=0`), static groups compile in background
+    threads as soon as their members are added (`jaxtune.runner.ahead`).
     """
 
     def __init__(self, *, settings: Settings, strategy: Strategy, search: Search,
                  members: MemberTable, recorder: Recorder, configs: ConfigSource,
                  slices: Slices, kept: KeptTrees, eval_names: tuple[str, ...],
                  aux_names: tuple[str, ...] = (), progress: bool = False,
-                 checkpoint: Checkpointer | None = None, checkpoint_every: int = 1):
+                 checkpoint: Checkpointer | None = None, checkpoint_every: int = 1,
+                 compile_ahead: bool | None = None):
         self.settings = settings
         self.strategy = strategy
         self.search = search
@@ -91,6 +96,9 @@ class Runner:
         self.round = 0
         self.trained_member_steps = 0
         self._interrupted = False
+        self.compile_ahead = enabled_by_default() if compile_ahead is None else compile_ahead
+        self._ahead: CompileAhead | None = None
+        self.clock = Clock(slices.groups)
 
     # -- members -----------------------------------------------------------------------
 
@@ -103,6 +111,8 @@ class Runner:
             groups[rows] = self.slices.groups.of(static)
         added = self.members.add(table, groups)
         self.recorder.add_members(added.size)
+        if self._ahead is not None:
+            self._ahead.schedule(added)
         return added
 
     def _end(self, piece: Slice, slots: np.ndarray, status: int) -> None:
@@ -128,6 +138,7 @@ class Runner:
         table = self.members
         pending = []
         hypergradients = []  # (slot members, name -> [slots]) per slice, when asked for
+        self.clock.start_training()
         for piece in self.slices:
             live = piece.members[piece.members >= 0]
             if live.size == 0:
@@ -140,6 +151,7 @@ class Runner:
                                               self.strategy.hypergradients, hypergradients)
             evaluated = trainer.evaluate(piece.state) if self.eval_names else {}
             pending.append((piece, length, losses, aux, evaluated))
+        self.clock.end_training([entry[2:] for entry in pending])  # apart from recording
         reached, completed, diverged = [], [], []
         for piece, length, losses, aux, evaluated in pending:
             losses, aux, evaluated, alive, diverged_at = gather(
@@ -201,20 +213,28 @@ class Runner:
         The strategy's `setup` must have run (`sweep` calls it before planning slices).
         """
         start = time.perf_counter()
-        state = None if self.checkpoint is None else self.checkpoint.restore()
-        if state is not None:
-            self.load_state_dict(state)
-        else:
-            self.add_configurations(self.strategy.initial(self.search), "`initial` must return")
-        self._release_batches()
+        if self.compile_ahead:
+            self._ahead = CompileAhead(
+                self.slices, min(self.settings.eval_every, self.settings.steps),
+                bool(self.eval_names), self.strategy.starts_members)
         bar = _progress_bar(self.progress)
         try:
+            state = None if self.checkpoint is None else self.checkpoint.restore()
+            if state is not None:
+                self.load_state_dict(state)
+            else:
+                self.add_configurations(self.strategy.initial(self.search),
+                                        "`initial` must return")
+            self._release_batches()
             with self._interruptible():
                 while self._round(start, bar):
                     pass
         finally:
             if bar is not None:
                 bar.close()
+            if self._ahead is not None:
+                self._ahead.close()
+                self._ahead = None
         result = self.result(time.perf_counter() - start)
         if self.checkpoint is not None:
             self.checkpoint.save(self.state_dict())
@@ -222,6 +242,7 @@ class Runner:
 
     def _round(self, start: float, bar: Any) -> bool:
         """One round; False when no member is left to train."""
+        self.clock.start_round()
         self.fill()
         if not self.slices:
             return False
@@ -240,6 +261,7 @@ class Runner:
         if self.checkpoint is not None and (
                 self._interrupted or self.round % self.checkpoint_every == 0):
             self.checkpoint.save(self.state_dict())
+        self.clock.end_round()
         if self._interrupted:
             raise SweepInterrupted(
                 self.result(time.perf_counter() - start),
@@ -279,12 +301,20 @@ class Runner:
         if bar is None:
             return
         bar.total = int((self.members.status != STOPPED).sum()) * self.settings.steps
+        bar.set_postfix(self._postfix(), refresh=False)
+        bar.update(advanced)
+
+    def _postfix(self) -> dict[str, str]:
+        """The progress bar's figures: the best member's metric so far, and the seconds
+        spent compiling (apart from training: in background threads they overlap it)."""
+        postfix = {}
         current = self.recorder.latest_values(self.settings.metric)
         current = current[np.isfinite(current)]
         if current.size:
             best = best_of(current.tolist(), self.settings.mode)
-            bar.set_postfix({f"best member {self.settings.metric}": f"{best:.4g}"})
-        bar.update(advanced)
+            postfix[f"best member {self.settings.metric}"] = f"{best:.4g}"
+        postfix["compile"] = f"{self.clock.compile_seconds():.1f} s"
+        return postfix
 
     @contextlib.contextmanager
     def _interruptible(self):
@@ -332,17 +362,9 @@ class Runner:
         self.configs.load_state_dict(state)
 
     def result(self, seconds: float) -> SweepResult:
-        table, recorder, groups = self.members, self.recorder, self.slices.groups
+        table, recorder = self.members, self.recorder
         columns = table.trial_columns()
-        compile_s = sum(group.trainer.compile_seconds for group in groups)
-        run_s = max(seconds - compile_s, 1e-9)
-        timing = {
-            "compile_s": compile_s,
-            "run_s": run_s,
-            "total_s": seconds,
-            "compiles": float(sum(group.trainer.compiles for group in groups)),
-            "member_steps_per_s": self.trained_member_steps / run_s,
-        }
+        timing = self.clock.timing(seconds, self.trained_member_steps)
         diverged = table.status == DIVERGED
         return SweepResult(
             hparams={name: column[table.trial] for name, column in columns.items()},
