@@ -193,6 +193,7 @@ SECTIONS = {
     "jaxtune.runner": "Runner",
     "jaxtune.schedules": "Schedules",
     "jaxtune.transforms": "Transforms",
+    "jaxtune.hypergradient_descent": "Hypergradient descent",
     "jaxtune.loop": "Your own loop",
     "jaxtune.engine": "Population trainer",
     "jaxtune.devices": "Devices and compilation",

@@ -36,6 +36,16 @@ from .transforms import (
     reduce_on_plateau as reduce_on_plateau,
 )
 
+# Learning rates that follow their own gradient (Baydin et al., ICLR 2018).
+from .hypergradient_descent import (
+    HypergradientState as HypergradientState,
+    hd_adam as hd_adam,
+    hd_sgd as hd_sgd,
+    hd_sgdn as hd_sgdn,
+    hypergradient_learning_rate as hypergradient_learning_rate,
+    scale_by_hypergradient as scale_by_hypergradient,
+)
+
 # Search spaces and samplers.
 from .space import (
     ConfigStream as ConfigStream,
@@ -150,6 +160,12 @@ __all__ = [
     "l2_penalty",
     "proximal_l1",
     "reduce_on_plateau",
+    "HypergradientState",
+    "hd_adam",
+    "hd_sgd",
+    "hd_sgdn",
+    "hypergradient_learning_rate",
+    "scale_by_hypergradient",
     "Dimension",
     "Space",
     "ConfigStream",
