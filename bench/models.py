@@ -48,10 +48,10 @@ SEED = 0
 # W1: the digits MLP
 W1 = dict(steps=500, quick_steps=100, batch_size=128, lr=(1e-3, 1e-2))
 # W2: the CNN with BatchNorm and Dropout
-W2 = dict(steps=300, quick_steps=60, batch_size=32, lr=(1e-3, 1e-2), weight_decay=(1e-4, 1e-2),
+W2 = dict(steps=200, quick_steps=50, batch_size=32, lr=(1e-3, 1e-2), weight_decay=(1e-4, 1e-2),
           dropout=(0.0, 0.25))
 # W3: the character transformer
-W3 = dict(steps=200, quick_steps=30, batch_size=16, lr=(1e-3, 5e-3), weight_decay=(1e-4, 1e-1),
+W3 = dict(steps=100, quick_steps=30, batch_size=16, lr=(1e-3, 5e-3), weight_decay=(1e-4, 1e-1),
           warmup_fraction=0.1, context=64, d_model=64, heads=4, layers=2)
 
 

@@ -82,9 +82,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also time jt.sweep with each of these chunk_form= values, comma-separated "
                              "(e.g. measure,scan+vmap,loop+unroll), when jt.sweep takes chunk_form")
     parser.add_argument("--json", default=None, help="write every measurement and a summary to this file")
+    parser.add_argument("--note", default=None,
+                        help="a line kept in the JSON record, e.g. what else the machine was running")
     parser.add_argument("--worker", nargs=4, metavar=("WORKLOAD", "N", "STEPS", "WAYS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.repeats_given = args.repeats is not None  # W4 keeps its own default otherwise
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if args.repeats < 1:
         parser.error(f"--repeats must be a positive int, got {args.repeats}")
@@ -453,7 +456,7 @@ def run_w4(args: argparse.Namespace) -> dict | None:
     sys.path.insert(0, str(HERE))
     import arch_search
 
-    argv = (["--quick"] if args.quick else []) + ["--repeats", str(args.repeats)]
+    argv = (["--quick"] if args.quick else []) + (["--repeats", str(args.repeats)] if args.repeats_given else [])
     log(f"W4: bench/arch_search.py {' '.join(argv)}")
     return arch_search.run(argv)
 
@@ -490,7 +493,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"{name}: N = {','.join(map(str, args.sizes))}, {steps} steps, {args.repeats} repeat(s)")
         records[name] = run_workload(name, args, steps)
         print_workload(name, records[name])
-    write_json(args.json, {"sizes": list(args.sizes), "repeats": args.repeats, "forms": args.forms,
+    write_json(args.json, {"note": args.note, "sizes": list(args.sizes), "repeats": args.repeats,
+                           "forms": args.forms,
                            "workloads": records, "summary": summary(records)})
 
 
