@@ -479,6 +479,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.forms and not _chunk_form_supported():
         log(f"--forms {','.join(args.forms)} ignored: this jt.sweep takes no chunk_form= argument")
         args.forms = []
+    if args.forms:
+        from jaxtune.engine.forms import CHUNK_FORMS
+
+        unknown = [form for form in args.forms if form not in CHUNK_FORMS]
+        if unknown:
+            sys.exit(f"--forms: {', '.join(unknown)} not among jt.sweep's chunk forms "
+                     f"({', '.join(CHUNK_FORMS)})")
     sys.path.insert(0, str(HERE))
     from models import DEFAULTS
 
