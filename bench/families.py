@@ -14,13 +14,15 @@ Workloads: W1, the digits MLP of `jaxtune.demo` (64-128-128-10, batch 128); W2, 
 Flax NNX CNN with BatchNorm of `bench/models.py` (dropout 0), when that file imports.
 
 Printed per (workload, K, way): programs compiled and compile seconds (the first call,
-`result.timing`), member-steps/s and wall seconds of the first call (cold) and of the
-same call again (warm: the programs come from the process cache), and the largest
-difference between the two ways' final losses (the same training: it should be
-rounding). Warm calls are repeated, the two ways interleaved, and the median shown. Then
-the update alone, `jit(vmap(update))` over the MLP's parameters for N
-members: the combined update's time against each family's own, and the optimizer
-state each member carries (the union of every family's state, against one family's).
+`result.timing`; summed over static groups, whose compiles may overlap training), wall
+seconds of the first call (cold) and of the same call again (warm: the programs come from
+the process cache), member-steps per second of wall time and per CPU-second of this
+process (the figure a shared machine disturbs least), and the largest difference between
+the two ways' final losses (the same training: it should be rounding). Warm calls are
+repeated, the two ways interleaved, and the median shown. Then the update alone,
+`jit(vmap(update))` over the MLP's parameters for N members: the combined update's time
+against each family's own, and the optimizer state each member carries (the union of
+every family's state, against one family's).
 
     python bench/families.py --quick       # W1, K = 2, 4; 4 rates per family, 100 steps
     python bench/families.py               # W1 and W2, K = 2, 4; 8 per family, 300 steps
@@ -98,10 +100,10 @@ def _static(families: dict):
 
 def _sweep(work, make_optimizer, space, columns, steps):
     loss_fn, init, data, batch_size, _ = work
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = jt.sweep(loss_fn, init, make_optimizer, space, data=data, batch_size=batch_size,
                       steps=steps, configs=columns, seed=0, progress=False, keep_params=False)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(name: str, k: int, per_family: int, steps: int, repeats: int) -> list[dict]:
@@ -111,9 +113,10 @@ def measure(name: str, k: int, per_family: int, steps: int, repeats: int) -> lis
     columns.update({key: [dim.values[0]] * len(columns["optimizer"]) for key, dim in work[4].items()})
     n = len(columns["optimizer"])
     made = ways(k, work[4])
-    records, finals, warm = {}, {}, {way: [] for way in made}
+    records, finals = {}, {}
+    warm, cpu = {way: [] for way in made}, {way: [] for way in made}
     for way, (make_optimizer, space) in made.items():
-        result, wall = _sweep(work, make_optimizer, space, columns, steps)
+        result, wall, _ = _sweep(work, make_optimizer, space, columns, steps)
         records[way] = {"workload": name, "K": k, "way": way, "N": n,
                         "compiles": int(result.timing["compiles"]),
                         "compile_s": result.timing["compile_s"], "cold_s": wall}
@@ -122,12 +125,17 @@ def measure(name: str, k: int, per_family: int, steps: int, repeats: int) -> lis
         finals[way] = result.train_loss[order, -1]
     for _ in range(repeats):  # interleaved: the machine's load falls on both ways alike
         for way, (make_optimizer, space) in made.items():
-            warm[way].append(_sweep(work, make_optimizer, space, columns, steps)[1])
+            _, wall, seconds = _sweep(work, make_optimizer, space, columns, steps)
+            warm[way].append(wall)
+            cpu[way].append(seconds)
     difference = float(np.max(np.abs(finals["one program"] - finals["static groups"])))
     for way, record in records.items():
         record.update(warm_s=statistics.median(warm[way]), warm_all_s=warm[way],
                       max_final_loss_difference=difference)
         record["member_steps_per_s"] = n * steps / record["warm_s"]
+        # CPU seconds of this process: the same work whatever else loads the machine
+        record.update(warm_cpu_s=statistics.median(cpu[way]), warm_cpu_all_s=cpu[way])
+        record["member_steps_per_cpu_s"] = n * steps / record["warm_cpu_s"]
         log(f"{name} K={k} {way}: {record}")
     return list(records.values())
 
@@ -190,19 +198,21 @@ def main() -> None:
             for r in measure(name, k, per_family, steps, repeats)]
     print(table(f"one program vs K static groups ({per_family} rates per family, {steps} steps)",
                 ["workload", "K", "way", "N", "compiles", "compile s", "cold s", "warm s",
-                 "member-steps/s (warm)", "max |final loss diff|"],
+                 "member-steps/s (warm)", "per CPU-s", "max |final loss diff|"],
                 [[r["workload"], r["K"], r["way"], r["N"], r["compiles"], f"{r['compile_s']:.1f}",
                   f"{r['cold_s']:.1f}", f"{r['warm_s']:.2f}", f"{r['member_steps_per_s']:,.0f}",
-                  f"{r['max_final_loss_difference']:.1e}"] for r in rows]))
+                  f"{r['member_steps_per_cpu_s']:,.0f}", f"{r['max_final_loss_difference']:.1e}"]
+                 for r in rows]))
     ratios = []
     for one, static in zip(rows[::2], rows[1::2]):
         ratios.append([one["workload"], one["K"], f"{static['compiles'] / one['compiles']:.1f}x",
                        f"{one['compile_s'] / static['compile_s']:.2f}x",
                        f"{one['cold_s'] / static['cold_s']:.2f}x",
-                       f"{one['member_steps_per_s'] / static['member_steps_per_s']:.2f}x"])
+                       f"{one['member_steps_per_s'] / static['member_steps_per_s']:.2f}x",
+                       f"{one['member_steps_per_cpu_s'] / static['member_steps_per_cpu_s']:.2f}x"])
     print(table("one program / static groups", ["workload", "K", "static compiles / one's",
-                                                 "compile s", "cold wall", "member-steps/s (warm)"],
-                ratios))
+                                                 "compile s", "cold wall", "member-steps/s (warm)",
+                                                 "per CPU-s"], ratios))
     costs = [update_cost(k, per_family * k) for k in args.families]
     print(table("the update alone, jit(vmap(update)) on the MLP's parameters",
                 ["K", "members", "combined ms", "each family alone ms", "combined / sum",

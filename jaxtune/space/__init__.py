@@ -23,7 +23,9 @@ else is static; `choice(..., static=True)` and `fixed(..., static=True)` make a
 number static (a width or a batch size changes shapes, so it must be).
 
 Dynamic values are stored in float32 (continuous dimensions and float choices)
-or int32 (integer dimensions), and bounds are judged in that precision.
+or int32 (integer dimensions), and bounds are judged in that precision. A `Family`
+(named alternatives: the optimizer families of `jaxtune.families.optimizer_choice`) is
+dynamic too, stored as int32 indices and shown by name.
 
 Example:
 

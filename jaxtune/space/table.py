@@ -36,8 +36,9 @@ class Table:
     """The hyperparameter table: one row per configuration.
 
     Dynamic columns are float32/int32 arrays of shape [N], ready to become the
-    hyperparameter arrays of a population; static columns are 1-D object arrays
-    of Python values. All arrays are read-only. Build tables with `Space.sample`
+    hyperparameter arrays of a population (`dynamic`); static columns are 1-D object
+    arrays of Python values. A `Family` column is dynamic (int32 indices) but shown by
+    name (`columns`, `row`, `to_dict`). All arrays are read-only. Build tables with `Space.sample`
     or `Space.table` (`Table(space, data)` is `space.table(data)`).
 
     Attributes:
