@@ -448,6 +448,31 @@ def summary(records: dict) -> dict:
     return out
 
 
+# Issue 19's targets: jaxtune's speed over the user's loop run N times (cold and warm).
+TARGETS = {("W1", 8): 1.5, ("W3", 8): 1.5, ("W2", 8): 1.2, ("W1", 1): 0.9, ("W2", 1): 0.9, ("W3", 1): 0.9}
+
+
+def targets(records: dict) -> list[dict]:
+    """PASS/MISS (n/a where not measured) for each target of `TARGETS`, cold and warm."""
+    rows = []
+    for (name, n), goal in TARGETS.items():
+        if name not in records:
+            continue
+        ratios = records.get(name, {}).get("sizes", {}).get(str(n), {}).get("summary", {}).get("jaxtune", {})
+        for call in ("cold", "warm"):
+            ratio = ratios.get(f"vs_loop_{call}")
+            rows.append({"workload": name, "n": n, "call": call, "target": goal, "ratio": ratio,
+                         "verdict": "n/a" if ratio is None else ("PASS" if ratio >= goal else "MISS")})
+    return rows
+
+
+def print_targets(rows: list[dict]) -> None:
+    print(table("targets (issue 19): jaxtune's speed over the user's loop, measured side by side",
+                ["workload", "N", "call", "target", "jaxtune / loop", "verdict"],
+                [[r["workload"], r["n"], r["call"], f">= {r['target']}x", _fmt(r["ratio"], suffix="x"),
+                  r["verdict"]] for r in rows]))
+
+
 def run_w4(args: argparse.Namespace) -> dict | None:
     """W4 through `bench/arch_search.py`'s `run(argv)`, or None (said why) when it is absent."""
     if not (HERE / "arch_search.py").exists():
@@ -500,9 +525,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"{name}: N = {','.join(map(str, args.sizes))}, {steps} steps, {args.repeats} repeat(s)")
         records[name] = run_workload(name, args, steps)
         print_workload(name, records[name])
+    checked = targets(records)
+    print_targets(checked)
     write_json(args.json, {"note": args.note, "sizes": list(args.sizes), "repeats": args.repeats,
-                           "forms": args.forms,
-                           "workloads": records, "summary": summary(records)})
+                           "forms": args.forms, "workloads": records,
+                           "summary": summary(records), "targets": checked})
 
 
 if __name__ == "__main__":
