@@ -116,12 +116,15 @@ def _batch_order(work) -> Any:
     static = {} if work.static is None else {work.static: work.configs(1)[0][work.static]}
     init = work.params if work.model_state is None else (work.params, work.model_state)
     trainer = jt.Trainer(work.loss_fn, work.make_optimizer, init_params=init, data=work.data,
-                         batch_size=work.batch_size, static_hparams=static, key=0)
+                         batch_size=work.batch_size, static_hparams=static, key=0)  # sweep's seed=0
     return trainer.minibatch_indices(0, 0, work.steps)
 
 
-def way_loop(work, configs: list[dict], indices) -> tuple[Any, dict]:
-    """The user's own loop, once per configuration; returns a thunk's result per call."""
+def way_loop(work, configs: list[dict], indices) -> tuple[Any, Any]:
+    """The user's own loop run once per configuration.
+
+    Each way returns `(call, final)`: `call()` does the whole work once and returns
+    `(result, timing)`; `final(result)` is the final loss of each configuration."""
     record = _record_every(work.steps)
 
     def call():
@@ -137,7 +140,8 @@ def way_loop(work, configs: list[dict], indices) -> tuple[Any, dict]:
 
 
 def way_jaxtune(work, configs: list[dict], form: str | None) -> tuple[Any, Any]:
-    """One `jt.sweep` call over `configs` (with `chunk_form=form` when given)."""
+    """One `jt.sweep` call over `configs` (with `chunk_form=form` when given); its timing
+    is `result.timing` (compile and run seconds, the chunk form chosen ...)."""
     import numpy as np
 
     import jaxtune as jt
@@ -492,25 +496,24 @@ def _chunk_form_supported() -> bool:
     return "chunk_form" in inspect.signature(jt.sweep).parameters
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse_args(argv)
-    if args.worker:
-        name, n, steps, labels = args.worker
-        out = worker(name, int(n), int(steps), labels.split(","))
-        print(WORKER_MARK + json.dumps(out), flush=True)
-        return
-    os.environ.update(COLD_ENV)  # inherited by every worker
-    os.environ["WORKLOADS_TMP"] = tempfile.mkdtemp(prefix="workloads-")  # the shared batch order
-    if args.forms and not _chunk_form_supported():
-        log(f"--forms {','.join(args.forms)} ignored: this jt.sweep takes no chunk_form= argument")
-        args.forms = []
-    if args.forms:
+def _checked_forms(forms: list[str]) -> list[str]:
+    """`--forms`, if this `jt.sweep` takes `chunk_form=` (else none, said so); exits
+    naming the valid forms when one is not among them."""
+    if forms and not _chunk_form_supported():
+        log(f"--forms {','.join(forms)} ignored: this jt.sweep takes no chunk_form= argument")
+        return []
+    if forms:
         from jaxtune.engine.forms import CHUNK_FORMS
 
-        unknown = [form for form in args.forms if form not in CHUNK_FORMS]
+        unknown = [form for form in forms if form not in CHUNK_FORMS]
         if unknown:
             sys.exit(f"--forms: {', '.join(unknown)} not among jt.sweep's chunk forms "
                      f"({', '.join(CHUNK_FORMS)})")
+    return forms
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Every workload of `--workloads`, tables printed as each finishes."""
     sys.path.insert(0, str(HERE))
     from models import DEFAULTS
 
@@ -525,6 +528,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"{name}: N = {','.join(map(str, args.sizes))}, {steps} steps, {args.repeats} repeat(s)")
         records[name] = run_workload(name, args, steps)
         print_workload(name, records[name])
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse_args(argv)
+    if args.worker:
+        name, n, steps, labels = args.worker
+        out = worker(name, int(n), int(steps), labels.split(","))
+        print(WORKER_MARK + json.dumps(out), flush=True)
+        return
+    args.forms = _checked_forms(args.forms)
+    os.environ.update(COLD_ENV)  # inherited by every worker
+    with tempfile.TemporaryDirectory(prefix="workloads-") as shared:
+        os.environ["WORKLOADS_TMP"] = shared  # the batch order, computed by the first worker
+        records = run_all(args)
     checked = targets(records)
     print_targets(checked)
     write_json(args.json, {"note": args.note, "sizes": list(args.sizes), "repeats": args.repeats,
