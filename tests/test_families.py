@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import rounding
+from conftest import interrupting, rounding
 
 import jaxtune as jt
 from jaxtune.families import FamilyState, optimizer_choice
@@ -133,32 +133,52 @@ def test_names_in_tables_results_best_and_top(tmp_path):
         assert set(drawn.dynamic()["optimizer"].tolist()) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("strategy", [jt.Hyperband(eta=3, min_steps=10),
-                                      jt.MedianStopping(min_steps=10, min_trials=2)])
-def test_strategies_rank_members_across_families(strategy):
-    opt = OPT
-    configs = {"optimizer": ["sgd", "adamw", "sgd", "plateau", "sgd", "adamw"] * 2,
-               "learning_rate": [1e-5, 3e-2, 1e-1, 3e-2, 1e-5, 1e-2] * 2,
-               "weight_decay": [1e-4] * 12}
-    plain = sweep(opt, space_of(opt), configs=configs)
-    result = sweep(opt, space_of(opt), configs=configs, strategy=strategy)
-    stopped = result.status == "stopped"
-    assert stopped.any()
-    # decided from the same curves as a plain sweep's (one program, one ranking): every
-    # stopped member was behind some member of another family that kept training at its
-    # last record point
-    loss = plain.curve("train_loss")
-    np.testing.assert_array_equal(loss[:, 0], result.curve("train_loss")[:, 0])
+# Twelve configurations: every sgd member has a tiny learning rate (a family that loses).
+RANKED = {"optimizer": ["adamw", "adamw", "sgd", "sgd", "plateau", "sgd",
+                        "adamw", "plateau", "sgd", "adamw", "plateau", "plateau"],
+          "learning_rate": [3e-2, 1e-2, 1e-5, 2e-5, 1e-4, 3e-5, 3e-2, 3e-2, 1e-5, 1e-2, 1e-2, 3e-2],
+          "weight_decay": [1e-4] * 12}
+
+
+def test_hyperband_ranks_a_bracket_across_families():
+    hyperband = jt.Hyperband(eta=3, min_steps=10)
+    (rungs, size), *_ = hyperband.brackets(12, STEPS)  # the most aggressive bracket first
+    assert rungs[0] == 10 and size >= 3
+    plain = sweep(OPT, space_of(OPT), configs=RANKED)
+    result = sweep(OPT, space_of(OPT), configs=RANKED, strategy=hyperband)
+    cohort = np.arange(size)  # its configurations: the first `size` trials, one seed each
     families = result.hparams["optimizer"]
-    trained = result.steps_trained
-    crossed = []
-    for member in np.flatnonzero(stopped):
-        column = int(np.searchsorted(result.steps, trained[member]))
-        # members of another family that trained on past it, having done better there
-        rivals = (families != families[member]) & (trained > trained[member])
-        crossed.append(bool((rivals & (loss[:, column] < loss[member, column])).any()))
-    assert any(crossed)
-    assert "sgd" in set(families[stopped])  # the tiny-rate sgd members stop
+    assert len(set(families[cohort])) == 3
+    # kept past the first rung: the best 1/eta of the whole bracket by the loss at step 10,
+    # whatever their family (ranking within each family would keep one of each)
+    best = cohort[np.argsort(plain.curve("train_loss")[cohort, 0])[:size // 3]]
+    kept = cohort[result.steps_trained[cohort] > 10]
+    assert set(kept.tolist()) == set(best.tolist())
+    assert len(set(families[kept])) < len(set(families[cohort]))
+
+
+def test_median_stopping_compares_members_across_families():
+    result = sweep(OPT, space_of(OPT), configs=RANKED,
+                   strategy=jt.MedianStopping(min_steps=10, min_trials=2))
+    families = result.hparams["optimizer"]
+    # every member of the losing family stops: within its own family, its best member
+    # would never fall below that family's median
+    assert (result.status[families == "sgd"] == "stopped").all()
+    assert (result.status[families != "sgd"] == "completed").any()
+
+
+def test_an_interrupted_sweep_resumes_its_families_exactly(tmp_path):
+    stopping = interrupting(jt.MedianStopping)
+    options = {"configs": RANKED, "checkpoint_dir": tmp_path}
+    with pytest.raises(jt.SweepInterrupted):
+        sweep(OPT, space_of(OPT), strategy=stopping(2, min_steps=10, min_trials=2), **options)
+    resumed = sweep(OPT, space_of(OPT), strategy=stopping(0, min_steps=10, min_trials=2),
+                    **options)
+    whole = sweep(OPT, space_of(OPT), configs=RANKED,
+                  strategy=stopping(0, min_steps=10, min_trials=2))
+    np.testing.assert_array_equal(resumed.train_loss, whole.train_loss)
+    assert list(resumed.hparams["optimizer"]) == RANKED["optimizer"]
+    assert list(resumed.status) == list(whole.status)
 
 
 class KeepFamily(jt.PBT):
