@@ -164,8 +164,9 @@ def optuna_way(data, trials: int, steps: int, every: int, seed: int) -> Any:
 
 
 def jaxtune_way(data, trials: int, steps: int, every: int, seed: int,
-                concurrent: int | None) -> Any:
-    """`jt.sweep` with `jt.OptunaSearch` on the same study settings."""
+                concurrent: int | None, chunk_form: str | None = None) -> Any:
+    """`jt.sweep` with `jt.OptunaSearch` on the same study settings (`chunk_form`, when
+    given, passed on to `jt.sweep`)."""
     import jaxtune as jt
 
     space = jt.Space(width=jt.randint(*WIDTHS, static=True),
@@ -177,7 +178,8 @@ def jaxtune_way(data, trials: int, steps: int, every: int, seed: int,
                       data=(data.x_train, data.y_train), eval_data=(data.x_valid, data.y_valid),
                       eval_fn=accuracy, metric="accuracy", mode="max", batch_size=BATCH,
                       steps=steps, eval_every=every, trials=trials, seeds=1, seed=seed,
-                      keep_params=False, progress=False, strategy=search)
+                      keep_params=False, progress=False, strategy=search,
+                      **({} if chunk_form is None else {"chunk_form": chunk_form}))
     return study, result
 
 
@@ -220,19 +222,20 @@ class CompileSeconds(logging.Handler):
 
 
 def by_program(programs: list[tuple[str, float]]) -> dict[str, list[float]]:
-    """program name -> [count, seconds]; the user's small eager operations as "other"."""
+    """program name -> [count, seconds]; the small eager operations (the user's
+    initialisation, run un-jitted as Optuna's example runs it) as "eager"."""
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for name, seconds in programs:
-        known = name in ("update", "<lambda>") or name.endswith("_local") or name in (
-            "init_seeds", "pick", "take", "cat")
-        entry = out[name if known else "other"]
+        known = name in ("update", "<lambda>", "pick", "take", "cat") or name.startswith(
+            ("train_", "init_", "evaluate_"))
+        entry = out[name if known else "eager"]
         entry[0] += 1
         entry[1] += seconds
     return dict(out)
 
 
 def worker(method: str, trials: int, steps: int, every: int, seed: int,
-           concurrent: int | None) -> dict:
+           concurrent: int | None, chunk_form: str | None) -> dict:
     """One cold run: the figures of `method` at `trials` trials, seed `seed`."""
     import jax
     import optuna
@@ -246,7 +249,8 @@ def worker(method: str, trials: int, steps: int, every: int, seed: int,
         if method == "optuna":
             study, result = optuna_way(data, trials, steps, every, seed)
         else:
-            study, result = jaxtune_way(data, trials, steps, every, seed, concurrent)
+            study, result = jaxtune_way(data, trials, steps, every, seed, concurrent,
+                                        chunk_form)
         seconds = time.perf_counter() - start
     states = [t.state for t in study.trials]
     out = {"method": method, "trials": trials, "seed": seed, "wall_s": seconds,
@@ -278,6 +282,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=positive, default=None,
                         help="OptunaSearch's concurrent trials (default: its own, "
                              "ceil(sqrt(trials)))")
+    parser.add_argument("--chunk-form", default=None,
+                        help="jt.sweep's chunk_form for jaxtune (default: jt.sweep's own)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of optuna,jaxtune")
     parser.add_argument("--quick", action="store_true")
@@ -305,6 +311,8 @@ def measure(args: argparse.Namespace, method: str, trials: int, seed: int) -> di
                "--report-every", str(args.report_every)]
     if args.concurrent:
         command += ["--concurrent", str(args.concurrent)]
+    if args.chunk_form:
+        command += ["--chunk-form", args.chunk_form]
     os.environ["JAXTUNE_COMPILATION_CACHE"] = "0"  # inherited: every run compiles cold
     code, record = run_json_worker(command, MARK)
     if record is None:
@@ -382,7 +390,7 @@ def run(argv: list[str]) -> dict:
     args = parse(argv)
     if args.worker:
         record = worker(args.worker, args.trials[0], args.steps, args.report_every,
-                        args.seed, args.concurrent)
+                        args.seed, args.concurrent, args.chunk_form)
         print(MARK + json.dumps(record), flush=True)
         return record
     runs = []
