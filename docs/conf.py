@@ -188,6 +188,7 @@ SECTIONS = {
     "jaxtune.space": "Search spaces and samplers",
     "jaxtune.results": "Results",
     "jaxtune.strategies": "Strategies",
+    "jaxtune.hypergradient": "Hypergradients",
     "jaxtune.lr_find": "Learning-rate range test",
     "jaxtune.integrations": "Integrations",
     "jaxtune.runner": "Runner",

@@ -96,6 +96,14 @@ from .strategies import (
     Search as Search,
     Strategy as Strategy,
     SuccessiveHalving as SuccessiveHalving,
+    HyperGradient as HyperGradient,
+)
+
+# Hypergradients through training: d(validation metric) / d(hyperparameters).
+from .hypergradient import (
+    Hypergradients as Hypergradients,
+    hypergradient as hypergradient,
+    scales_of as scales_of,
 )
 
 # Optional bridges: each imports its library only when used.
@@ -192,6 +200,10 @@ __all__ = [
     "Hyperband",
     "PBT",
     "PlateauDecay",
+    "HyperGradient",
+    "hypergradient",
+    "Hypergradients",
+    "scales_of",
     "Report",
     "Strategy",
     "OptunaSearch",
