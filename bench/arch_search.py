@@ -313,8 +313,15 @@ def measure(args: argparse.Namespace, method: str, trials: int, seed: int) -> di
         command += ["--concurrent", str(args.concurrent)]
     if args.chunk_form:
         command += ["--chunk-form", args.chunk_form]
+    previous = os.environ.get("JAXTUNE_COMPILATION_CACHE")
     os.environ["JAXTUNE_COMPILATION_CACHE"] = "0"  # inherited: every run compiles cold
-    code, record = run_json_worker(command, MARK)
+    try:
+        code, record = run_json_worker(command, MARK)
+    finally:  # `run` may be called from another script (bench/workloads.py)
+        if previous is None:
+            del os.environ["JAXTUNE_COMPILATION_CACHE"]
+        else:
+            os.environ["JAXTUNE_COMPILATION_CACHE"] = previous
     if record is None:
         raise RuntimeError(f"the {method} run ({trials} trials, seed {seed}) failed "
                            f"with exit code {code}; run {' '.join(command)} to see why")
@@ -343,8 +350,11 @@ def summarise(runs: list[dict]) -> dict:
                 "static_groups": float(np.mean([r["static_groups"] for r in mine])),
             }
             if method == "jaxtune":
-                for key in ("compiles", "compile_s", "run_s"):
-                    row[method]["timing_" + key] = float(np.mean([r["timing"][key] for r in mine]))
+                for key in ("compiles", "compile_s", "run_s", "compile_wait_s", "record_s",
+                            "record_points"):  # the last three where jt.sweep reports them
+                    if all(key in r["timing"] for r in mine):
+                        row[method]["timing_" + key] = float(np.mean([r["timing"][key]
+                                                                      for r in mine]))
         if len(row) == 2:
             row["speedup"] = row["optuna"]["wall_s"] / row["jaxtune"]["wall_s"]
             row["best_gain"] = row["jaxtune"]["best"] - row["optuna"]["best"]
