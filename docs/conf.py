@@ -194,6 +194,7 @@ SECTIONS = {
     "jaxtune.runner": "Runner",
     "jaxtune.schedules": "Schedules",
     "jaxtune.transforms": "Transforms",
+    "jaxtune.families": "Optimizer families",
     "jaxtune.hypergradient_descent": "Hypergradient descent",
     "jaxtune.loop": "Your own loop",
     "jaxtune.engine": "Population trainer",

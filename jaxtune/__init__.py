@@ -36,6 +36,13 @@ from .transforms import (
     reduce_on_plateau as reduce_on_plateau,
 )
 
+# Several optax optimizers as one dynamic hyperparameter, in one compiled program.
+from .families import (
+    FamilyState as FamilyState,
+    OptimizerChoice as OptimizerChoice,
+    optimizer_choice as optimizer_choice,
+)
+
 # Learning rates that follow their own gradient (Baydin et al., ICLR 2018).
 from .hypergradient_descent import (
     HypergradientState as HypergradientState,
@@ -50,6 +57,7 @@ from .hypergradient_descent import (
 from .space import (
     ConfigStream as ConfigStream,
     Dimension as Dimension,
+    Family as Family,
     Space as Space,
     Table as Table,
     choice as choice,
@@ -168,6 +176,9 @@ __all__ = [
     "l2_penalty",
     "proximal_l1",
     "reduce_on_plateau",
+    "FamilyState",
+    "OptimizerChoice",
+    "optimizer_choice",
     "HypergradientState",
     "hd_adam",
     "hd_sgd",
@@ -175,6 +186,7 @@ __all__ = [
     "hypergradient_learning_rate",
     "scale_by_hypergradient",
     "Dimension",
+    "Family",
     "Space",
     "ConfigStream",
     "Table",

@@ -291,9 +291,6 @@ def test_sweep_refuses_a_space_that_misses_or_misnames_a_family_parameter(no_tra
         sweep(opt, space, configs=None, trials=2)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "PBT._perturb (jaxtune/strategies/pbt.py) has no branch for a Family yet: it treats it "
-    "as a numeric choice; the families report gives the branch (keep the family)"))
 def test_pbt_explore_keeps_the_family_unless_it_resamples():
     space = space_of(OPT)
     rng = np.random.default_rng(0)

@@ -15,6 +15,9 @@ from `perturb` in the dimension's own scale (explore), always staying in the spa
   * `randint(low, high)`: round(value × factor), moved by at least one in the
     factor's direction, clipped into [low, high - 1];
   * numeric `choice`: the next larger (factor > 1) or smaller (factor < 1) option;
+  * a `Family` (`jt.optimizer_choice`): kept (names have no order to move along), but
+    resampled like any dimension with `resample_probability`; a member that copies one
+    of another family takes its whole state, every family's part included;
   * `fixed` and static dimensions never change.
 
 The runner records every copy as (step, target, source) and every member's
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxtune._checks import check_in_range, nonnegative_int, positive_int
-from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Space, Uniform
+from jaxtune.space import Choice, Family, Fixed, LogUniform, RandInt, Space, Uniform
 from jaxtune.strategies.base import (
     CONTINUE,
     Decision,
@@ -178,6 +181,8 @@ class PBT(Strategy):
 
 def _perturb(dimension: Any, value: Any, factor: float) -> Any:
     """`value` moved by `factor` in `dimension`'s own scale, kept in the dimension."""
+    if isinstance(dimension, Family):  # names have no order to move along: keep the family
+        return value
     if isinstance(dimension, LogUniform | Uniform):
         low, high = np.float32(dimension.low), np.float32(dimension.high)
         return float(np.clip(np.float32(float(value) * factor), low, high))
