@@ -7,6 +7,14 @@ full budget. Printed side by side: best validation accuracy (mean ± std over
 repeats), member-steps and wall-clock relative to the plain search, and PBT's winner's
 learning-rate schedule.
 
+Each method first runs once, outside the table, on another seed (its "cold" run: it
+compiles the program shapes it uses that the methods before it did not, a repack's
+smaller slices included); the
+repeats then run warm, so the wall-clock column compares running, not who compiled
+first. The cold runs' wall-clock fractions are printed apart, with each method's
+record-point cost (`result.timing["record_s"]` per record point: read-back, recording,
+decision, repack outside its compiles, checkpoint) and its compile seconds.
+
     python bench/strategies.py --quick     # 27 trials x 270 steps, 3 repeats
     python bench/strategies.py             # 81 trials x 810 steps, 3 repeats
 """
@@ -59,15 +67,22 @@ def main() -> None:
         "hyperband": lambda: jt.Hyperband(eta=3, min_steps=steps // 27),
         "pbt": lambda: jt.PBT(ready=steps // 9, fraction=0.25),
     }
-    rows = {name: {"accuracy": [], "member_steps": [], "seconds": []} for name in methods}
+    rows = {name: {"accuracy": [], "member_steps": [], "seconds": [], "record_s": [],
+                   "record_points": []} for name in methods}
+    cold = {}
+    for name, make in methods.items():  # compiles every shape the method uses
+        result, seconds = search(make(), 1000)
+        cold[name] = {"seconds": seconds, "compile_s": result.timing["compile_s"],
+                      "member_steps": int(result.steps_trained.sum())}
     schedules, plain_rates = [], []
     for repeat in range(args.repeats):
-        search(None, 1000 + repeat, trials=2)  # compile outside the timings
         for name, make in methods.items():
             result, seconds = search(make(), repeat)
             rows[name]["accuracy"].append(best_accuracy(result))
             rows[name]["member_steps"].append(int(result.steps_trained.sum()))
             rows[name]["seconds"].append(seconds)
+            rows[name]["record_s"].append(result.timing.get("record_s", np.nan))
+            rows[name]["record_points"].append(result.timing.get("record_points", np.nan))
             if name == "plain":
                 plain_rates.append(result.best.hparams["learning_rate"])
             if name == "pbt":
@@ -95,6 +110,18 @@ def main() -> None:
         wall_ratio = np.mean(row["seconds"]) / np.mean(plain["seconds"])
         print(f"{name:<20}{acc.mean():>11.4f} ± {acc.std():.4f}{steps_ratio:>15.2f}x"
               f"{wall_ratio:>11.2f}x")
+    print("\nfirst run of each method (seed 1000, in this order: compiling the shapes the "
+          "methods before it had not), wall-clock fraction and compile seconds; warm "
+          "repeats: seconds at record points outside training and compiling")
+    print(f"{'method':<20}{'member-steps':>14}{'cold wall':>11}{'compile s':>11}"
+          f"{'record s':>10}{'ms/point':>10}")
+    for name, row in rows.items():
+        steps_ratio = cold[name]["member_steps"] / cold["plain"]["member_steps"]
+        cold_ratio = cold[name]["seconds"] / cold["plain"]["seconds"]
+        record = np.mean(row["record_s"])
+        per_point = 1e3 * np.sum(row["record_s"]) / np.sum(row["record_points"])
+        print(f"{name:<20}{steps_ratio:>13.2f}x{cold_ratio:>10.2f}x"
+              f"{cold[name]['compile_s']:>11.2f}{record:>10.3f}{per_point:>10.2f}")
     print(f"lr_find (valley)    {np.mean(found_accuracy):>11.4f} ± {np.std(found_accuracy):.4f}"
           f"  suggested lr {', '.join(f'{r:.2g}' for r in found_rates)} (3 seeds, full budget)")
     print(f"plain search's best lr: {', '.join(f'{r:.2g}' for r in plain_rates)}")
@@ -103,6 +130,7 @@ def main() -> None:
     print("  " + ", ".join(f"{s}: {lr:.2g}" for s, lr in zip(schedule["step"],
                                                           schedule["learning_rate"])))
     write_json(args.json, {"trials": trials, "steps": steps, "repeats": args.repeats, "methods": rows,
+                           "cold": cold,
                            "lr_find": {"rates": found_rates, "accuracy": found_accuracy}})
 
 

@@ -149,3 +149,48 @@ def test_a_failed_compile_is_raised_once_then_compiled_again():
     assert caught.value is error
     np.testing.assert_allclose(compiler.program("retry", build, jnp.ones(2))(jnp.ones(2)), 0.56)
     assert compiler.compiles == 1 and len(calls) == 2
+
+
+def test_a_repack_compiles_its_new_shapes_ahead_and_nothing_twice(monkeypatch):
+    compiled = []
+    original_compile = programs.Compiler._compile
+    original_repacking = loop.Runner._repacking
+
+    def compile_(self, key, *args, **kwargs):
+        compiled.append((threading.current_thread(), key))
+        return original_compile(self, key, *args, **kwargs)
+
+    def repacking(self, *args):  # the repack goes on once its programs compiled ahead
+        original_repacking(self, *args)
+        concurrent.futures.wait(self._ahead.jobs)
+
+    monkeypatch.setattr(programs.Compiler, "_compile", compile_)
+    monkeypatch.setattr(loop.Runner, "_repacking", repacking)
+    loss_fn, init_fn = model(0.57)
+    result = jt.sweep(loss_fn, lambda key: init_fn(key, 3), optax.sgd,
+                      jt.Space(learning_rate=jt.loguniform(1e-3, 1e-1)), data=(X, Y),
+                      batch_size=8, steps=8, eval_every=2, trials=4, eval_data=(X, Y),
+                      strategy=jt.SuccessiveHalving(eta=2, min_steps=2), progress=False,
+                      devices=ONE_DEVICE)
+    keys = [key for _, key in compiled]
+    assert len(set(keys)) == len(keys) == result.timing["compiles"]  # nothing twice
+
+    def members(key):
+        return key[3][1][0][0][0]  # the population's first leaf: [members, ...]
+
+    def name(key):
+        return key[0][0] if isinstance(key[0], tuple) else key[0]
+
+    trained = {members(key) for key in keys if name(key) == programs.TRAIN}
+    assert trained == {4, 2, 1}  # 4 members halved twice: every slice size trained
+    repacked = [thread for thread, key in compiled if members(key) in (1, 2)
+                and name(key) in (programs.TRAIN, programs.EVALUATE)]
+    assert len(repacked) == 4 and threading.main_thread() not in repacked
+
+
+def test_a_repacked_slice_takes_a_fitted_size():
+    from jaxtune.runner.slices import Slices
+
+    one, two = Slices(None, None, 1, 32, 64), Slices(None, None, 2, 64, 128)
+    assert [one.fitted(n) for n in (1, 3, 5, 9, 12, 13, 27)] == [1, 3, 6, 12, 12, 16, 32]
+    assert [two.fitted(n) for n in (1, 3, 5, 9, 33)] == [2, 4, 6, 12, 48]

@@ -3,7 +3,9 @@
 `loop.py` is the round (fill, train, record, decide, repack, checkpoint); `members.py`
 the member table; `slices.py` the slots on the devices; `decisions.py` a `Decision`
 checked and applied; `kept.py` the finished members' parameters; `recorder.py` the
-curves; `configs.py` the sampler strategies ask; `checkpoint.py` the state on disk.
+curves; `configs.py` the sampler strategies ask; `checkpoint.py` the state on disk;
+`ahead.py` compiles static groups in background threads ahead of need; `clock.py` splits
+a round's time into training, compiling and the record point's own cost.
 """
 
 from jaxtune.runner.checkpoint import Checkpointer as Checkpointer

@@ -49,6 +49,12 @@ def abstract(tree: Any) -> Any:
                                        weak_type=getattr(a, "weak_type", False)), tree)
 
 
+def _resized(a: jax.ShapeDtypeStruct, size: int) -> jax.ShapeDtypeStruct:
+    """`a` with `size` members (its leading axis)."""
+    return jax.ShapeDtypeStruct((size, *a.shape[1:]), a.dtype, sharding=a.sharding,
+                                weak_type=a.weak_type)
+
+
 def _cores() -> int:
     """The CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -97,6 +103,25 @@ class CompileAhead:
                 slot_steps = np.where(np.arange(size) < entering.size, 0, -1)
                 self.jobs.append(self.pool.submit(self._compile, group, hparams,
                                                   table.seed[padded], slot_steps))
+
+    def schedule_repacked(self, template: Any, size: int, slot_steps: np.ndarray,
+                          length: int) -> None:
+        """Queues the training and evaluation programs of a slice of `size` slots that a
+        repack is about to build from slices like `template`, whose next chunk trains
+        `length` steps from `slot_steps` (-1: a free slot); each its own job, so that
+        they compile beside each other and beside the repack's own programs."""
+        trainer = self.slices.groups[template.group].trainer
+        state = jax.tree_util.tree_map(lambda a: _resized(a, size), abstract(template.state))
+        if trainer.stream is None:
+            self.jobs.append(self.pool.submit(self._ahead, trainer.train_with_metrics, state,
+                                              length, donate=True, member_steps=slot_steps))
+        if self.evaluate:
+            self.jobs.append(self.pool.submit(self._ahead, trainer.evaluate, state))
+
+    @staticmethod
+    def _ahead(method: Any, *args: Any, **kwargs: Any) -> None:
+        with Compiler.ahead():
+            method(*args, **kwargs)
 
     def _sizes(self, count: int) -> list[int]:
         """The sizes of the slices `Slices.fill` opens for `count` members of one group."""

@@ -121,6 +121,14 @@ class Runner:
         self.kept.keep(piece, slots, self.recorder, self.settings.metric, self.settings.mode)
         piece.members[slots] = -1
 
+    def _repacking(self, template: Slice, size: int, members: np.ndarray) -> None:
+        """Compiles ahead the programs of a slice of `size` slots that `members` are about
+        to be repacked into (its next chunk's length from their steps)."""
+        steps = self.members.step[members]
+        slot_steps = np.concatenate([steps, np.full(size - members.size, -1)])
+        length = int(np.min(self._next_record(steps) - steps))
+        self._ahead.schedule_repacked(template, size, slot_steps, length)
+
     def _next_record(self, step: np.ndarray) -> np.ndarray:
         every, steps = self.settings.eval_every, self.settings.steps
         return np.minimum(steps, (step // every + 1) * every)
@@ -217,6 +225,7 @@ class Runner:
             self._ahead = CompileAhead(
                 self.slices, min(self.settings.eval_every, self.settings.steps),
                 bool(self.eval_names), self.strategy.starts_members)
+            self.slices.on_repack = self._repacking
         bar = _progress_bar(self.progress)
         try:
             state = None if self.checkpoint is None else self.checkpoint.restore()
@@ -235,6 +244,7 @@ class Runner:
             if self._ahead is not None:
                 self._ahead.close()
                 self._ahead = None
+                self.slices.on_repack = None
         result = self.result(time.perf_counter() - start)
         if self.checkpoint is not None:
             self.checkpoint.save(self.state_dict())

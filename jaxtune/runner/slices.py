@@ -83,6 +83,9 @@ class Slices:
         self.members_per_slice = members_per_slice
         self.members_in_flight = members_in_flight
         self.pieces: list[Slice] = []
+        # Told `(template, size, members)` before a repack builds a slice of `size` slots
+        # from the slices of `template`'s group (the runner compiles its programs ahead).
+        self.on_repack: Callable[[Slice, int, np.ndarray], None] | None = None
 
     def __iter__(self):
         return iter(self.pieces)
@@ -96,6 +99,20 @@ class Slices:
         while size < count and size < self.members_per_slice:
             size *= 2
         return min(size, self.members_per_slice)
+
+    def fitted(self, count: int) -> int:
+        """The repacked slice size for `count` members: devices x 2^k or devices x 3 x 2^k,
+        at most `members_per_slice`.
+
+        Finer than `bucket`: a shrinking population (successive halving keeps a third)
+        would otherwise train up to half its slots empty until its end; 9 survivors take
+        12 slots, not 16, and 3 take 3, not 4. A repack compiles a new shape anyway.
+        """
+        size = self.bucket(count)
+        three_quarters = size // 4 * 3
+        if three_quarters >= count and three_quarters % self.devices == 0:
+            return three_quarters
+        return size
 
     def locate(self) -> dict[int, tuple[Slice, int]]:
         """Every member on the devices -> (its slice, its slot)."""
@@ -172,7 +189,7 @@ class Slices:
             live = sum(int(np.sum(piece.members >= 0)) for piece in pieces)
             layout = [self.members_per_slice] * (live // self.members_per_slice)
             if live % self.members_per_slice:
-                layout.append(self.bucket(live % self.members_per_slice))
+                layout.append(self.fitted(live % self.members_per_slice))
             # Worth a new shape (a compile) only when it saves at least half the work.
             if group in waiting_groups or 2 * sum(layout) > sum(p.members.size for p in pieces):
                 kept.extend(pieces)
@@ -190,6 +207,11 @@ class Slices:
         members = np.concatenate([piece.members[piece.members >= 0] for piece in pieces])
         all_hparams = {k: np.concatenate([piece.hparams[k] for piece in pieces])
                        for k in pieces[0].hparams}
+        if self.on_repack is not None:  # the new shapes' programs, while these move
+            begin = 0
+            for size in layout:
+                self.on_repack(pieces[0], size, members[begin:begin + size])
+                begin += size
         out, begin = [], 0
         for size in layout:
             chosen = positions[begin:begin + size]
