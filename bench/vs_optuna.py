@@ -40,6 +40,10 @@ Validation accuracy on the digits validation split after `steps` steps, one seed
     python bench/vs_optuna.py --skip quality --steps 100,300 --json bench/results/vs_optuna.json
     python bench/vs_optuna.py --skip throughput --quality-trials 16 32 64 --quality-steps 100
 
+Every way compiles cold: the script sets `JAXTUNE_COMPILATION_CACHE=0` (unless it is
+set), since `jt.sweep` would otherwise turn JAX's persistent compilation cache on for
+the whole process and a second run would load every way's programs from disk.
+
 `--json PATH` writes the record `bench/tables.py` reads (`throughput`: the rates at the
 first `--steps`; `throughput_by_steps`: every one, with the ratios).
 """
@@ -47,6 +51,7 @@ first `--steps`; `throughput_by_steps`: every one, with the ratios).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -236,6 +241,7 @@ def main() -> None:
                         help="CPU cores exposed as devices for jaxtune (default: all)")
     add_json_option(parser)
     args = parser.parse_args()
+    os.environ.setdefault("JAXTUNE_COMPILATION_CACHE", "0")  # cold, every way (docstring)
     jt.use_cpu_devices(args.cpu_devices)  # how a sweep uses every core (docs/guide/devices.md)
     quality_steps = args.quality_steps or (100 if args.quick else 300)
     quality_trials = args.quality_trials or [32 if args.quick else 64]

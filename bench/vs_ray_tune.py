@@ -27,6 +27,10 @@ reached it): Ray from the reports' time stamps, jaxtune from the record points (
     python bench/vs_ray_tune.py --quick      # 27 trials x 270 steps
     python bench/vs_ray_tune.py --json PATH
 
+Both compile cold: the script sets `JAXTUNE_COMPILATION_CACHE=0` (unless it is set), or
+`jt.sweep` would turn on JAX's persistent compilation cache and a second run would load
+jaxtune's programs from disk while every Ray worker compiles afresh.
+
 Ray is not a jaxtune dependency: `pip install "ray[tune]"` (measured with ray 2.60.0).
 Without it the script runs the jaxtune side alone and says so.
 """
@@ -208,6 +212,7 @@ def main() -> None:
         parser.error(f"--steps must be a multiple of {RUNGS_PER_BUDGET} (rungs at R/9 and R/3), "
                      f"got {steps}")
     workers = args.workers or len(os.sched_getaffinity(0))
+    os.environ.setdefault("JAXTUNE_COMPILATION_CACHE", "0")  # cold, both (docstring)
 
     import jaxtune as jt
 
