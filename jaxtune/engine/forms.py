@@ -13,15 +13,17 @@ floating-point reassociation) at a very different speed:
     vmapped over its share of the members, so compile time stays bounded).
 
 A form is named `"<steps>+<members>"`, e.g. `"scan+vmap"` (the only form before
-jaxtune 0.x had forms) or `"loop+unroll"`.
+chunk forms existed) or `"loop+unroll"`.
 
 Why: XLA:CPU runs a convolution inside a `while` loop (a `lax.scan`) far slower than
 the same convolution dispatched from the host (jax-ml/jax#12868), and a convolution
 vmapped over the members' weights slower than the members' convolutions one after
-another. Measured on 2 shared CPU cores (`bench/chunk_forms.py`, two 3x3 convs +
-linear, batch 64, adam, 100 steps, 4 members): scan+vmap 17.2 s, loop+vmap 2.0 s,
-loop+unroll 0.45 s, scan+unroll 6.3 s. For a model without convolution (the digits
-MLP, a transformer block) the single scanned, vmapped program is the fastest.
+another. Measured with `bench/chunk_forms.py`'s CNN (two 3x3 convs + linear, batch
+64, adam; 8 members, a warm chunk of 20 steps, one core of a shared machine, medians
+of 3): scan+vmap 62.0 s, scan+unroll 11.7 s, loop+vmap 4.10 s, loop+unroll 0.83 s.
+For a model without convolution (an MLP, a transformer block) the forms ran within
+noise of each other, and the single scanned, vmapped program dispatches least; the
+figures are in docs/guide/devices.md ("How a chunk runs").
 
 `chunk_form=` (of `jt.sweep` and `jt.Trainer`) takes:
 
@@ -79,10 +81,10 @@ def split(form: str) -> tuple[str, str]:
 def loop_steps(steps: int) -> int:
     """Steps per program in the "loop" form: the largest divisor of `steps` <= LOOP_STEPS.
 
-    One step per program measured fastest, cold and warm: on the two-conv CNN (4
-    members, 100 steps, 2 shared cores) 1 step 0.45 s, 5 steps 0.41 s warm, but the
-    5-step program holds 5 x the members' copies of the step and compiles about 5 x
-    longer, more than the 10% it saves on any chunk of a few hundred steps.
+    One step per program: on the two-conv CNN of `bench/chunk_forms.py` (8 members,
+    20-step chunks, one core) a 5-step program ran a warm chunk as fast as a 1-step one
+    (0.268 s vs 0.272 s, medians of 3), but its first chunk, compiling included, took
+    8.70 s against 3.63 s: the program holds 5 x the members' copies of the step.
     """
     return max(k for k in range(1, min(LOOP_STEPS, steps) + 1) if steps % k == 0)
 

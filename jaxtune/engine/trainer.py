@@ -6,7 +6,8 @@ over a population (`PopulationState`, every leaf with a leading member axis):
   * `init(hparams, seed)`: parameters (shared, or `init_fn(key)` per seed) and
     optimizer state, built from each member's own hyperparameters;
   * `train(state, steps)`: `steps` optimizer steps as one `lax.scan`, vmapped over
-    the members and sharded over devices (`shard_map` over a 1-D mesh);
+    the members and sharded over devices (`shard_map` over a 1-D mesh), or in another
+    chunk form where that is faster (`jaxtune.engine.forms`);
   * `evaluate(state)`: `eval_fn` on the validation data for every member.
 
 It wires three parts: the data source (`jaxtune.engine.sources`, whose docstring
@@ -314,7 +315,7 @@ class Trainer:
 
     def train(self, state: PopulationState, steps: int, *, donate: bool = False,
               aligned: bool | None = None) -> tuple[PopulationState, jax.Array]:
-        """Runs `steps` optimizer steps for every member as one compiled `lax.scan`.
+        """Runs `steps` optimizer steps for every member, in the trainer's `chunk_form`.
 
         Every member continues from its own step: members at different steps train
         exactly as they would alone.
