@@ -199,18 +199,15 @@ def scales_of(space: Space, names: Sequence[str] | None = None) -> dict[str, str
 class Hypergradients(NamedTuple):
     """What `hypergradient` returns: the trained chunk and its metric's derivatives.
 
-    Attributes:
-      value: float [M], the validation metric of every member after the chunk.
-      grads: name -> float [M], d value / d hyperparameter in its own scale.
-      params, opt_state: the stacked trees after the chunk (continue training from them).
-      losses: float [M, T], every member's training loss at every step.
+    `params` and `opt_state` are the stacked trees after the chunk: continue training
+    from them.
     """
 
-    value: jax.Array
-    grads: dict[str, jax.Array]
-    params: Any
-    opt_state: Any
-    losses: jax.Array
+    value: jax.Array  # float [M], the validation metric of every member after the chunk
+    grads: dict[str, jax.Array]  # name -> float [M], d value / d hyperparameter, own scale
+    params: Any  # the stacked parameters after the chunk
+    opt_state: Any  # the stacked optimizer states after the chunk
+    losses: jax.Array  # float [M, T], every member's training loss at every step
 
 
 def _taken(fn: Callable, hparams: Mapping[str, Any], skip: int) -> dict[str, Any]:
