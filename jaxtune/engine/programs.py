@@ -183,7 +183,7 @@ class Compiler:
             fn = build()
             if not hasattr(fn, "lower"):  # member-sharded outputs, whatever XLA would pick
                 fn = jax.jit(fn, donate_argnums=donate, out_shardings=self.by_member)
-            program = fn.lower(*args).compile()
+            program = fn.lower(*args).compile(compiler_options=_options(key[0]))
         except BaseException as error:
             if getattr(self._ahead, "on", False):
                 future.set_exception(error)  # kept for the thread that needs the program
@@ -212,6 +212,19 @@ class Compiler:
                 if _PENDING.get(key) is future:
                     del _PENDING[key]
             raise
+
+
+# Programs that run once, or once per decision, on small inputs: their run time is noise
+# beside their compile time, which XLA:CPU's LLVM optimizations about double (the
+# digits MLP's `init_seeds`: 1.38 s compiled optimized, 0.57 s not, run 10 ms either way).
+ONCE = (INIT_SEEDS, INIT, SELECT, TAKE, CONCATENATE)
+_ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _options(name: Hashable) -> dict[str, Any] | None:
+    """XLA options of the program named `name` (a name, or a tuple starting with one)."""
+    base = name[0] if isinstance(name, tuple) else name
+    return dict(_ONCE_OPTIONS) if base in ONCE and jax.default_backend() == "cpu" else None
 
 
 class _Outputs:
@@ -348,6 +361,7 @@ def default_eval_every(steps: int) -> int:
 TRAIN_BEGIN = "train_begin"  # the chunk's positions and result buffers; the start kept
 TRAIN_STEPS = "train_steps"  # a few steps of every member, dispatched in a host loop
 TRAIN_END = "train_end"  # the chunk's divergence rollback (`step.rollback`)
+_SHARED: dict[Hashable, bool] = {}  # whether a chunk's members share their positions
 
 
 class Chunk(NamedTuple):
@@ -368,12 +382,13 @@ class Chunk(NamedTuple):
     aligned: bool
     specs: tuple  # the partition specs of the source's arguments
 
-    def run(self, form: str, args: tuple, donate: bool) -> tuple:
+    def run(self, form: str, args: tuple, donate: bool, traced: Any = None) -> tuple:
         """The chunk in `form`; `donate` gives the population's buffers to the result (the
-        "scan" forms; the "loop" forms never need the start's buffers after the chunk)."""
+        "scan" forms; the "loop" forms never need the start's buffers after the chunk).
+        `traced`: the "scan+vmap" program already traced for these arguments (`auto`)."""
         along_steps, members = forms.split(form)
         if along_steps == "scan":
-            return self._scan(form, args, donate)(*args)
+            return self._scan(form, args, donate, traced)(*args)
         begin, steps, end = self._loop(members, args)
         working, positions, losses, metrics, done = begin(*args)
         for _ in range(self.steps // forms.loop_steps(self.steps)):
@@ -388,17 +403,22 @@ class Chunk(NamedTuple):
         else:
             self._loop(forms.split(form)[1], args)
 
-    def _scan(self, form: str, args: tuple, donate: bool) -> Any:
-        build = functools.partial(train_program, self.compiler, self.contract, self.returns,
-                                  self.source, self.steps, self.aligned, self.specs,
-                                  forms.split(form)[1])
+    def _scan(self, form: str, args: tuple, donate: bool, traced: Any = None) -> Any:
         name = (TRAIN, self.steps, donate, self.aligned) + (
             () if form == forms.DEFAULT else (form,))
-        return self.compiler.program(name, build, *args, donate=(0,) if donate else ())
+        return self.compiler.program(
+            name, lambda: self._jitted_scan(form, donate) if traced is None else _Traced(traced),
+            *args)
+
+    def _jitted_scan(self, form: str, donate: bool) -> Any:
+        """The jitted program of a "scan" form, as `Compiler.program` would jit it."""
+        return jax.jit(train_program(self.compiler, self.contract, self.returns, self.source,
+                                     self.steps, self.aligned, self.specs, forms.split(form)[1]),
+                       donate_argnums=(0,) if donate else (), out_shardings=self.compiler.by_member)
 
     def _loop(self, members: str, args: tuple) -> tuple[Any, Any, Any]:
         """The begin, steps and end programs of a "loop" form."""
-        shared = _shared_positions(self.source, self.steps, self.aligned, args)
+        shared = _shared_positions(self.compiler, self.source, self.steps, self.aligned, args)
         parts = (self.compiler, self.contract, self.returns, self.source)
         begin = self.compiler.program(
             (TRAIN_BEGIN, self.steps, self.aligned),
@@ -419,23 +439,37 @@ class Chunk(NamedTuple):
         return (TRAIN, self.compiler.key, tuple(d.id for d in self.compiler.mesh.devices.flat),
                 avals(args[0]))
 
-    def auto(self, args: tuple) -> str:
-        """`forms.auto_form` for this chunk: the backend, and whether the step convolves
-        (one member's step traced on abstract shapes, once per process and shape)."""
-        member = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), args[0])
-        keys = args[2]
-        batch = self.source.shapes(jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))
+    def auto(self, args: tuple, donate: bool) -> tuple[str, Any]:
+        """`(forms.auto_form for this chunk, the traced "scan+vmap" program or None)`.
 
-        def one_step(member, batch):
-            return member_step(self.contract, self.returns, lambda m, p: batch, keys, member,
-                               jnp.int32(0))
-
+        Whether the step convolves is read once per process and program shape from the
+        "scan+vmap" program traced for these arguments, which then compiles from that
+        trace when it is the form chosen: the user's functions are traced no more often
+        than without chunk forms.
+        """
         platform = self.compiler.mesh.devices.flat[0].platform
-        convolution = platform == "cpu" and forms.convolves(
-            (self.compiler.key, avals((member, batch))),
-            lambda: jax.make_jaxpr(one_step)(member, batch))
-        return forms.auto_form(platform, convolution)
+        if platform != "cpu":
+            return forms.auto_form(platform, False), None
+        traced = []
+
+        def trace():
+            traced.append(self._jitted_scan(forms.DEFAULT, donate).trace(*args))
+            return traced[0].jaxpr
+
+        member = jax.tree_util.tree_map(  # one member's shapes: any population size
+            lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), args[0])
+        convolution = forms.convolves((self.compiler.key, avals(member)), trace)
+        form = forms.auto_form(platform, convolution)
+        return form, traced[0] if traced and form == forms.DEFAULT else None
+
+
+class _Traced(NamedTuple):
+    """A program traced already, lowered as `Compiler.program` lowers a jitted function."""
+
+    traced: Any
+
+    def lower(self, *args: Any) -> Any:
+        return self.traced.lower()
 
 
 def _out_info(program: Any, args: tuple) -> Any:
@@ -445,8 +479,13 @@ def _out_info(program: Any, args: tuple) -> Any:
     return program(*args) if info is None else info
 
 
-def _shared_positions(source: BatchSource, steps: int, aligned: bool, args: tuple) -> bool:
-    """Whether every member of a chunk reads the same positions (traced, not run)."""
+def _shared_positions(compiler: Compiler, source: BatchSource, steps: int, aligned: bool,
+                      args: tuple) -> bool:
+    """Whether every member of a chunk reads the same positions (traced, not run; once per
+    program key, chunk length and alignment)."""
+    key = (compiler.key, steps, aligned, avals(args[0].seed))
+    if key in _SHARED:
+        return _SHARED[key]
     shared = []
 
     def positions(population, arguments, keys):
@@ -455,6 +494,7 @@ def _shared_positions(source: BatchSource, steps: int, aligned: bool, args: tupl
         return out
 
     jax.eval_shape(positions, *args)
+    _SHARED[key] = shared[0]
     return shared[0]
 
 
@@ -555,7 +595,8 @@ def run_chunk_as(chunk: Chunk, chunk_form: str, args: tuple, donate: bool
     if chunk_form in forms.FORMS:
         form = chunk_form
     elif chunk_form == "auto":
-        form = chunk.auto(args)
+        form, traced = chunk.auto(args, donate)
+        return form, chunk.run(form, args, donate, traced)
     else:
         key = chunk.shape_key(args)
         form = forms.measured(key)

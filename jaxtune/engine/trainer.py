@@ -361,7 +361,8 @@ class Trainer:
                                prepared.aligned, prepared.specs)
         form, result = programs.run_chunk_as(chunk, self._chunk_form,
                                              (state, prepared.arguments, self.keys), donate)
-        self._chunk_forms[form] = self._chunk_forms.pop(form, 0) + 1
+        if isinstance(result[1], jax.Array):  # run, not compiled ahead (`Compiler.ahead`)
+            self._chunk_forms[form] = self._chunk_forms.pop(form, 0) + 1
         return result
 
     def _train_in_calls(self, state: PopulationState, steps: int, limit: int, donate: bool,
