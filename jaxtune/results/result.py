@@ -176,8 +176,9 @@ class SweepResult:
         far); None when `params` holds every member or nothing was kept. Read one
         member with `params_of` whatever the field, the best with `best_params`.
       member_model_state: member -> its final model state, beside `member_params`.
-      timing: wall-clock figures, e.g. ``compile_s``, ``run_s``, ``total_s``,
-        ``member_steps_per_s``.
+      timing: wall-clock figures: ``compile_s``, ``compile_wait_s``, ``run_s``,
+        ``total_s``, ``compiles``, ``member_steps_per_s``, ``record_s``,
+        ``record_points``; and ``chunk_form``, a string (see `jaxtune.sweep`).
       step_loss: float [N, steps], the per-step training loss when recorded, else None.
       status: str [N], how each member ended: ``"completed"`` (trained its whole
         budget), ``"stopped"`` (stopped early by a strategy; its curves are NaN after the
