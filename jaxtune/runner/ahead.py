@@ -101,8 +101,12 @@ class CompileAhead:
                 padded = np.concatenate([entering, np.repeat(entering[:1], size - entering.size)])
                 hparams = {k: v[padded] for k, v in table.hparams.items()}
                 slot_steps = np.where(np.arange(size) < entering.size, 0, -1)
+                # Refilling compiles ahead only where members of the group wait beyond
+                # its first slices; a group of one trial (an architecture search) never
+                # refills, and a later refill compiles when it comes.
+                refills = self.refills and in_group.size > size
                 self.jobs.append(self.pool.submit(self._compile, group, hparams,
-                                                  table.seed[padded], slot_steps))
+                                                  table.seed[padded], slot_steps, refills))
 
     def schedule_repacked(self, template: Any, size: int, slot_steps: np.ndarray,
                           length: int) -> None:
@@ -133,7 +137,7 @@ class CompileAhead:
         return list(dict.fromkeys(sizes))
 
     def _compile(self, group: int, hparams: Mapping[str, np.ndarray], seeds: np.ndarray,
-                 slot_steps: np.ndarray) -> None:
+                 slot_steps: np.ndarray, refills: bool) -> None:
         """Compiles a slice's programs: init (run, to read the population's abstract
         values), then a first chunk of training, evaluation and refilling, not run."""
         trainer = self.slices.groups[group].trainer
@@ -145,7 +149,7 @@ class CompileAhead:
                                                          member_steps=slot_steps)
             if self.evaluate:
                 trainer.evaluate(state)
-            if self.refills:
+            if refills:
                 size = slot_steps.size
                 trainer.select(state, state, np.zeros(size, np.int32), np.zeros(size, bool))
 
