@@ -160,23 +160,23 @@ def test_new_hyperparameter_values_do_not_retrace():
     run_state = lambda lr: t.train(t.init({"learning_rate": np.array(lr, np.float32),
                                            "momentum": np.zeros(2, np.float32)}), 5)
     run_state([0.1, 0.2])
-    traced, compiles = len(traces), t.compiles
+    traced, compiles = len(traces), t.compiler.compiles
     for lr in ([0.3, 0.01], [1e-4, 2.0], [0.5, 0.5]):
         run_state(lr)
-    # seed init, population init, train
-    assert len(traces) == traced and t.compiles == compiles == 3
+    # the functions' programs: seed init, population init, train
+    assert len(traces) == traced and t.compiler.compiles == compiles == 3
 
 
 def test_a_new_matmul_precision_compiles_a_new_program():
     t = jt.Trainer(mse, make_sgd, init_params=init_fn, data=DATA, batch_size=16)
     state = t.init({"learning_rate": np.full(2, 0.1, np.float32), "momentum": np.zeros(2, np.float32)})
     t.train(state, 3)
-    before = t.compiles
+    before = t.compiler.compiles  # the functions' programs (the data's are keyed alike)
     with jax.default_matmul_precision("highest"):  # traced into the program, so not reused
         t.train(state, 3)
-    assert t.compiles == before + 1
+    assert t.compiler.compiles == before + 1
     t.train(state, 3)
-    assert t.compiles == before + 1
+    assert t.compiler.compiles == before + 1
 
 
 def test_loss_with_aux_and_key_and_shared_init_params():

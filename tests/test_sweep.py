@@ -47,8 +47,9 @@ def test_result_shapes_names_and_one_compile_per_program():
     assert result.metric == "eval_loss" and result.mode == "min"
     np.testing.assert_array_equal(result.trial, np.repeat(np.arange(5), 2))
     np.testing.assert_array_equal(result.seed, np.tile([0, 1], 5))
-    # per-seed init, population init, train (one chunk length), evaluate
-    assert result.timing["compiles"] == 4
+    # per-seed init, population init, train (one chunk length), evaluate, and the data's
+    # minibatch-order program unless an earlier sweep on data of this size compiled it
+    assert result.timing["compiles"] in (4, 5)
     assert result.params["w"].shape == (10, 5, 1)
 
 
@@ -197,8 +198,8 @@ def test_no_retrace_when_only_hyperparameter_values_change():
                       devices=jax.devices()[:1])
     for lrs in ([0.1, 0.2], [0.01, 0.3], [1e-4, 1e-3]):
         trainer.train(trainer.init({"learning_rate": np.array(lrs, np.float32)}), 5)
-    # one abstract check + one trace; programs: per-seed init, init, train
-    assert len(calls) == 2 and trainer.compiles == 3
+    # one abstract check + one trace; the functions' programs: per-seed init, init, train
+    assert len(calls) == 2 and trainer.compiler.compiles == 3
 
 
 BAD_INPUTS = [

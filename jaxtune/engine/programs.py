@@ -44,7 +44,8 @@ EVALUATE = "evaluate_local"  # every member's eval metrics
 SELECT = "pick"  # slots replaced by members of another population
 TAKE = "take"  # a population of chosen members
 CONCATENATE = "cat"  # several populations as one
-PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE,
+ORDER = "minibatch_order"  # every seed's minibatch indices of an aligned chunk
+PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE, ORDER,
             "train_begin", "train_steps", "train_end")  # the "loop" forms' (`Chunk`)
 
 # Compiled programs for the life of the process, least recently used dropped first.
@@ -79,6 +80,12 @@ def _aval(x: Any) -> tuple:
         return x.shape, x.dtype, x.sharding, getattr(x, "weak_type", False)
     return (np.shape(x), jnp.result_type(x), getattr(x, "sharding", None),
             getattr(x, "weak_type", False))
+
+
+def clear_programs() -> None:
+    """Drops every compiled program of the process-wide cache (the next use compiles)."""
+    with _LOCK:
+        _PROGRAMS.clear()
 
 
 def cached_returns(key: Hashable, compute: Callable[[], Returns]) -> Returns:
@@ -306,6 +313,21 @@ def seed_init_program(compiler: Compiler, contract: Contract) -> Callable:
         return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 
     return jax.jit(_named(INIT_SEEDS, init_seeds), out_shardings=compiler.replicated)
+
+
+def order_program(compiler: Compiler, source: BatchSource, num_seeds: int, steps: int
+                  ) -> Callable:
+    """The program `(keys, start) -> [num_seeds, steps, batch_size]`: the minibatch indices
+    of every seed for an aligned chunk of `steps` from step `start` (`source.order`).
+
+    It depends on the data's size and the batch size alone, so `compiler` is keyed on the
+    source, not on the user's functions: every static group on the same data runs one
+    program, compiled once per process, instead of each training program drawing them.
+    """
+    def minibatch_order(keys, start):
+        return source.order(keys, jnp.arange(num_seeds), start, steps)
+
+    return jax.jit(_named(ORDER, minibatch_order), out_shardings=compiler.replicated)
 
 
 def evaluate_program(compiler: Compiler, contract: Contract, returns: Returns) -> Callable:

@@ -144,9 +144,15 @@ def from_arrays(data: Any, batch_size: int | None, mesh: Mesh, num_seeds: int) -
         minibatch gather and the first layer's input stay unbatched under `vmap`
         (one matmul against every member's weights). Otherwise each member draws its
         own [steps, batch_size] from its own step.
+
+        The trainer draws the aligned orders in a program of their own, shared by every
+        static group on these data (`engine.programs.order_program`: the permutations,
+        threefry and a sort, are about a third of a small model's training program to
+        compile), and passes them as a third argument; without it they are drawn here.
         """
         if aligned:
-            shared = order(keys, jnp.arange(num_seeds), arguments[1], steps)
+            shared = (arguments[2] if len(arguments) > 2
+                      else order(keys, jnp.arange(num_seeds), arguments[1], steps))
             if num_seeds == 1:
                 return shared[0], True
             return shared[population.seed], False

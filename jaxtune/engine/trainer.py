@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from jaxtune._checks import positive_int
 from jaxtune.devices import member_mesh
@@ -135,6 +136,9 @@ class Trainer:
         self.contract = Contract(loss_fn, make_optimizer, init_fn, eval_fn,
                                  dict(static_hparams or {}), num_seeds, init_rest)
         self.compiler = programs.Compiler(mesh, (self.contract.key, self.source.key))
+        # Programs of the data alone (the minibatch orders), shared by every trainer on
+        # the same data whatever its functions: `programs.order_program`.
+        self.data_compiler = programs.Compiler(mesh, ("data", self.source.key))
         root = _root_key(key)
         # Placed once, replicated; placing already-placed arrays again is free, so
         # trainers of one sweep share a single copy.
@@ -157,8 +161,12 @@ class Trainer:
     stream = property(lambda self: self.source.stream, doc="The `HostStream`, or None.")
     mesh = property(lambda self: self.compiler.mesh)
     num_devices = property(lambda self: self.compiler.num_devices)
-    compiles = property(lambda self: self.compiler.compiles)
-    compile_seconds = property(lambda self: self.compiler.compile_seconds)
+    compiles = property(lambda self: self.compiler.compiles + self.data_compiler.compiles)
+    compile_seconds = property(
+        lambda self: self.compiler.compile_seconds + self.data_compiler.compile_seconds)
+    wait_seconds = property(
+        lambda self: self.compiler.wait_seconds + self.data_compiler.wait_seconds,
+        doc="Seconds the threads that needed a program spent compiling or waiting for it.")
     chunk_form = property(lambda self: next(reversed(self._chunk_forms), None))
     chunk_forms = property(lambda self: dict(self._chunk_forms))
 
@@ -353,7 +361,7 @@ class Trainer:
         """
         steps = positive_int("steps", steps)
         returns = self.resolve(state.hparams)
-        prepared = self.source.prepare(state.step, member_steps, steps, aligned)
+        prepared = self._prepare(state, member_steps, steps, aligned)
         if prepared.limit is not None and steps > prepared.limit:
             return self._train_in_calls(state, steps, prepared.limit, donate,
                                         prepared.member_steps)
@@ -364,6 +372,23 @@ class Trainer:
         if isinstance(result[1], jax.Array):  # run, not compiled ahead (`Compiler.ahead`)
             self._chunk_forms[form] = self._chunk_forms.pop(form, 0) + 1
         return result
+
+    def _prepare(self, state: PopulationState, member_steps: Any, steps: int,
+                 aligned: bool | None) -> Any:
+        """The source's `prepare`; for arrays and an aligned chunk, with the minibatch
+        orders drawn by the data's own program (`programs.order_program`) as a third
+        argument, which the source's `positions` reads instead of drawing them."""
+        prepared = self.source.prepare(state.step, member_steps, steps, aligned)
+        if self.source.order is None or not prepared.aligned or (
+                prepared.limit is not None and steps > prepared.limit):
+            return prepared
+        keys, start = self.keys, prepared.arguments[1]
+        build = functools.partial(programs.order_program, self.data_compiler, self.source,
+                                  self.num_seeds, steps)
+        orders = self.data_compiler.program((programs.ORDER, steps, self.num_seeds), build,
+                                            keys, start)(keys, start)
+        return prepared._replace(arguments=(*prepared.arguments, orders),
+                                 specs=(*prepared.specs, P()))
 
     def _train_in_calls(self, state: PopulationState, steps: int, limit: int, donate: bool,
                         member_steps: np.ndarray
@@ -461,7 +486,7 @@ class Trainer:
         returns = self.resolve(state.hparams)
         check_request(state.hparams, names, metric, returns.eval_names, self.eval_data is None,
                       mode, window)
-        prepared = self.source.prepare(state.step, member_steps, steps, aligned)
+        prepared = self._prepare(state, member_steps, steps, aligned)
         if prepared.limit is not None and steps > prepared.limit:
             raise ValueError(f"a chunk of {steps} steps is more than the stream of batches holds "
                              f"on the devices at once ({prepared.limit}); train with "

@@ -30,7 +30,7 @@ class Clock:
 
     def compile_waits(self) -> float:
         """Seconds the sweep's thread spent compiling or waiting for compiles, every group's."""
-        return sum(group.trainer.compiler.wait_seconds for group in self.groups)
+        return sum(group.trainer.wait_seconds for group in self.groups)
 
     def compile_seconds(self) -> float:
         """Seconds spent compiling, in any thread, every group's."""
