@@ -379,8 +379,7 @@ class Trainer:
         orders drawn by the data's own program (`programs.order_program`) as a third
         argument, which the source's `positions` reads instead of drawing them."""
         prepared = self.source.prepare(state.step, member_steps, steps, aligned)
-        if self.source.order is None or not prepared.aligned or (
-                prepared.limit is not None and steps > prepared.limit):
+        if self.source.order is None or not prepared.aligned:  # only arrays have an order
             return prepared
         keys, start = self.keys, prepared.arguments[1]
         build = functools.partial(programs.order_program, self.data_compiler, self.source,
