@@ -35,6 +35,7 @@ from jaxtune.engine import (
     leading_length,
 )
 from jaxtune.engine.forms import check_chunk_form
+from jaxtune.engine.sources import ORDER_ALGORITHM
 from jaxtune.fingerprint import fingerprint_function, fingerprint_values
 from jaxtune.results import RESERVED_COLUMNS, SweepResult, check_mode, check_names, guess_mode
 from jaxtune.runner import (
@@ -504,7 +505,8 @@ def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_
 
     Functions (`loss_fn`, `make_optimizer`, `eval_fn`, a `batch_fn` or an `init_fn`) by
     name and code (`fingerprint_function`); `data`, `eval_data` and `init_params` by value
-    (`fingerprint_values`); an iterable of batches by the shapes of a batch.
+    (`fingerprint_values`); an iterable of batches by the shapes of a batch; and how
+    minibatches are shuffled (`sources.ORDER_ALGORITHM`).
     """
     init = fingerprint_function(init_params) if is_init_function(init_params) else \
         fingerprint_values(init_params)
@@ -516,5 +518,6 @@ def _fingerprint(loss_fn, init_params, make_optimizer, space, table, data, eval_
         else fingerprint_values(data),
         "eval_data": fingerprint_values(eval_data),
         "configurations": json.dumps(table.to_dict(), default=str),
+        "minibatch_order": ORDER_ALGORITHM,
         **settings,
     }

@@ -23,6 +23,7 @@ from conftest import interrupting
 
 import jaxtune as jt
 from jaxtune import fingerprint as fingerprints
+from jaxtune.engine.sources import ORDER_ALGORITHM
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(32, 2)).astype(np.float32)
@@ -218,6 +219,22 @@ def test_a_changed_loss_refuses_the_checkpoint_a_changed_comment_does_not(tmp_pa
     with pytest.raises(ValueError, match=r"holds the checkpoint of a different sweep \(loss_fn: "
                                          r"checkpoint \['test_checkpoint.loss', '\w+'\], now "):
         tiny_sweep(tmp_path, loss_fn=written(CHANGED))
+
+
+def test_a_checkpoint_of_a_jaxtune_that_shuffled_otherwise_is_refused(checkpoint_bytes,
+                                                                     tmp_path):
+    # Written before minibatches were shuffled by `epoch_orders`: its fingerprint has no
+    # "minibatch_order", and resumed members would train on other batches.
+    def change(arrays):
+        meta = json.loads(str(arrays["__meta__"]))
+        del meta["fingerprint"]["minibatch_order"]
+        arrays["__meta__"] = np.asarray(json.dumps(meta))
+
+    (tmp_path / "sweep.npz").write_bytes(rewritten(change)(checkpoint_bytes))
+    with pytest.raises(ValueError, match=re.escape(
+            "holds the checkpoint of a different sweep (minibatch_order: checkpoint None, now "
+            f"{ORDER_ALGORITHM!r})")):
+        tiny_sweep(tmp_path)
 
 
 def test_an_array_over_64_mib_is_fingerprinted_by_rows_spread_over_it():

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import jaxtune as jt
-from jaxtune.engine import is_init_function
+from jaxtune.engine import is_init_function, sources
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 6)).astype(np.float32)
@@ -105,6 +105,34 @@ def test_minibatches_without_replacement_within_each_epoch():
             assert len(np.unique(drawn)) == drawn.size == 192
         assert not np.array_equal(indices[seed, :6], indices[seed, 6:12])  # reshuffled
     assert not np.array_equal(indices[0], indices[1])
+
+
+def _position_chi2(orders: np.ndarray) -> float:
+    """Pearson's chi-square of how often each example lands at each position."""
+    rows, n = orders.shape
+    counts = np.zeros((n, n))
+    np.add.at(counts, (orders, np.broadcast_to(np.arange(n), orders.shape)), 1)
+    expected = rows / n
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_epoch_orders_shuffle_like_a_random_permutation():
+    # The orders are a keyed hash sorted (`sources.epoch_orders`), not threefry: check
+    # they behave as uniform random permutations, over epochs and over seeds.
+    key = jax.random.split(jax.random.key(0), 3)[1]
+    n, epochs = 16, 4000
+    by_epoch = np.asarray(sources.epoch_orders(key, jnp.int32(3), jnp.arange(epochs), n))
+    by_seed = np.asarray(jax.vmap(lambda s: sources.epoch_orders(key, s, jnp.arange(1), n))(
+        jnp.arange(epochs))[:, 0])
+    for orders in (by_epoch, by_seed):
+        assert (np.sort(orders, axis=1) == np.arange(n)).all()
+        # chi-square with (n-1)^2 = 225 degrees of freedom: mean 225, sd 21
+        assert _position_chi2(orders) < 225 + 5 * 21
+    positions = np.argsort(by_epoch, axis=1)
+    rho = [np.corrcoef(positions[e], positions[e + 1])[0, 1] for e in range(epochs - 1)]
+    # consecutive epochs unrelated: Spearman's rho has mean 0 and sd 1/sqrt(n-1) per pair
+    assert abs(np.mean(rho)) < 5 / np.sqrt((n - 1) * (epochs - 1))
+    assert abs(np.std(rho) - 1 / np.sqrt(n - 1)) < 0.02
 
 
 def test_chunking_does_not_change_results():

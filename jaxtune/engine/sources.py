@@ -90,6 +90,41 @@ class BatchSource(NamedTuple):
     #   indices [seeds, steps, batch_size]; for arrays only
 
 
+# How `epoch_orders` shuffles, in a sweep's fingerprint: a checkpoint written by a jaxtune
+# that shuffled otherwise is refused, since its resumed members would see other batches.
+ORDER_ALGORITHM = "lowbias32 keyed sort"
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """A bijection of uint32 with full avalanche (C. Wellons' "lowbias32")."""
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def epoch_orders(key: jax.Array, seed: jax.Array, epochs: jax.Array, num_examples: int
+                 ) -> jax.Array:
+    """[len(epochs), num_examples]: the order of the examples in each epoch of `seed`.
+
+    Each order sorts the examples by a keyed hash of their index (`_mix` of the index
+    and a salt drawn from the key's words, the seed and the epoch): distinct salts give
+    orders as unrelated as `jax.random.permutation`'s (`tests/test_population.py`
+    checks positions and consecutive epochs). Not `jax.random.permutation` itself: its
+    threefry lowers on XLA:CPU to rolled loops that take about 0.5 s to trace and
+    compile, a quarter of a small sweep's first call, in every process; this program
+    takes 0.1 s.
+    """
+    words = jax.random.key_data(key).reshape(-1) if jax.dtypes.issubdtype(
+        key.dtype, jax.dtypes.prng_key) else key.reshape(-1)
+    salt = _mix(jnp.asarray(seed).astype(jnp.uint32) + jnp.uint32(0x9E3779B9))
+    for word in words:  # static: two words for threefry keys
+        salt = _mix(salt ^ word.astype(jnp.uint32))
+    salts = _mix(salt ^ _mix(epochs.astype(jnp.uint32) * jnp.uint32(0x85EBCA6B) + 1))[:, None]
+    index = jnp.arange(num_examples, dtype=jnp.uint32)[None, :]
+    scores = _mix(_mix(index + salts) ^ (salts * jnp.uint32(0xC2B2AE35)))  # distinct per row
+    return jnp.argsort(scores, axis=1, stable=True).astype(jnp.int32)
+
+
 def from_arrays(data: Any, batch_size: int | None, mesh: Mesh, num_seeds: int) -> BatchSource:
     """Minibatches of `batch_size` drawn from arrays with a leading example axis."""
     num_examples = leading_length("data", data)
@@ -109,15 +144,9 @@ def from_arrays(data: Any, batch_size: int | None, mesh: Mesh, num_seeds: int) -
         epoch) only, so a member's batches depend on nothing but its seed and step.
         """
         first_epoch = start // per_epoch
-        epochs = steps // per_epoch + 2  # epochs a run of `steps` can touch
-
-        def permutations(seed):
-            key = jax.random.fold_in(keys[1], seed)
-            epoch_keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(
-                first_epoch + jnp.arange(epochs))
-            return jax.vmap(lambda k: jax.random.permutation(k, num_examples))(epoch_keys)
-
-        orders = jax.vmap(permutations)(seeds)  # [seeds, epochs, examples]
+        epochs = first_epoch + jnp.arange(steps // per_epoch + 2)  # those `steps` can touch
+        orders = jax.vmap(lambda seed: epoch_orders(keys[1], seed, epochs, num_examples))(
+            seeds)  # [seeds, epochs, examples]
         t = start + jnp.arange(steps)
         epoch = t // per_epoch - first_epoch
         columns = (t % per_epoch)[:, None] * batch_size + jnp.arange(batch_size)
@@ -146,9 +175,9 @@ def from_arrays(data: Any, batch_size: int | None, mesh: Mesh, num_seeds: int) -
         own [steps, batch_size] from its own step.
 
         The trainer draws the aligned orders in a program of their own, shared by every
-        static group on these data (`engine.programs.order_program`: the permutations,
-        threefry and a sort, are about a third of a small model's training program to
-        compile), and passes them as a third argument; without it they are drawn here.
+        static group on these data (`engine.programs.order_program`: a sort per epoch, which
+        would otherwise be compiled into every group's training program), and passes
+        them as a third argument; without it they are drawn here.
         """
         if aligned:
             shared = (arguments[2] if len(arguments) > 2
