@@ -160,8 +160,7 @@ class Compiler:
 
         `args` may be `jax.ShapeDtypeStruct`s with shardings (what `ahead` programs return).
         """
-        key = (name, self.key, tuple(d.id for d in self.mesh.devices.flat), avals(args),
-               jax.config.jax_default_matmul_precision)  # traced into the program
+        key = self._key(name, args)
         ahead = getattr(self._ahead, "on", False)
         abstract = ahead and getattr(self._ahead, "abstract", False)
         start = time.perf_counter()
@@ -182,15 +181,36 @@ class Compiler:
                     self.wait_seconds += time.perf_counter() - start
         return _Outputs(program) if abstract else program
 
+    def shapes(self, name: Hashable, build: Callable, *args: Any) -> Any:
+        """The abstract outputs (shapes, dtypes, shardings) of the program `program(name,
+        build, *args)` would return: read from it when compiled, else traced, not compiled.
+
+        What lets a thread compile ahead a program that takes another's outputs before
+        that other is compiled (`runner.ahead`: training, beside the initial population).
+        """
+        with _LOCK:
+            program = _PROGRAMS.get(self._key(name, args))
+        if program is not None:
+            return program.out_info
+        return jax.eval_shape(self._jitted(build), *args)
+
+    def _key(self, name: Hashable, args: tuple) -> tuple:
+        return (name, self.key, tuple(d.id for d in self.mesh.devices.flat), avals(args),
+                jax.config.jax_default_matmul_precision)  # traced into the program
+
+    def _jitted(self, build: Callable, donate: tuple[int, ...] = ()) -> Any:
+        fn = build()
+        if not hasattr(fn, "lower"):  # member-sharded outputs, whatever XLA would pick
+            fn = jax.jit(fn, donate_argnums=donate, out_shardings=self.by_member)
+        return fn
+
     def _compile(self, key: tuple, future: concurrent.futures.Future, build: Callable,
                  args: tuple, donate: tuple[int, ...]) -> Any:
         """Compiles the program of `key`, publishing it (or the error) through `future`."""
         start = time.perf_counter()
         try:
-            fn = build()
-            if not hasattr(fn, "lower"):  # member-sharded outputs, whatever XLA would pick
-                fn = jax.jit(fn, donate_argnums=donate, out_shardings=self.by_member)
-            program = fn.lower(*args).compile(compiler_options=_options(key[0]))
+            program = self._jitted(build, donate).lower(*args).compile(
+                compiler_options=_options(key[0]))
         except BaseException as error:
             if getattr(self._ahead, "on", False):
                 future.set_exception(error)  # kept for the thread that needs the program

@@ -239,18 +239,29 @@ class Trainer:
           ValueError: a member's initial parameters or model state hold a NaN or inf
             (checked once here, naming the leaf, the member, its seed and hyperparameters).
         """
+        hparams, seed, build, args = self._init_call(hparams, seed, abstract=False)
+        state, non_finite = self.compiler.program(programs.INIT, build, *args)(*args)
+        refuse_non_finite_init(self.contract, gather(non_finite), hparams, seed)
+        return state
+
+    def init_shapes(self, hparams: Mapping[str, Any], seed: Any = None) -> PopulationState:
+        """The shapes, dtypes and shardings of `init(hparams, seed)`'s population, traced:
+        nothing is compiled or run (`Compiler.shapes`)."""
+        _, _, build, args = self._init_call(hparams, seed, abstract=True)
+        return self.compiler.shapes(programs.INIT, build, *args)[0]
+
+    def _init_call(self, hparams: Mapping[str, Any], seed: Any, abstract: bool) -> tuple:
+        """`(hparams, seed, build, args)` of the init program, the arguments checked."""
         hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
         seed = self._seeds(hparams, seed)
         self.check_member_count(seed.shape[0])
         self.resolve(hparams)
-        seed_params = self._seed_params_of(list(hparams))
+        seed_params = self._seed_params_of(list(hparams), abstract)
         by_member = self.compiler.by_member
         args = (place(hparams, by_member), place(seed, by_member), seed_params,
                 self.init_params, self.keys)
         build = functools.partial(programs.init_program, self.compiler, self.contract)
-        state, non_finite = self.compiler.program(programs.INIT, build, *args)(*args)
-        refuse_non_finite_init(self.contract, gather(non_finite), hparams, seed)
-        return state
+        return hparams, seed, build, args
 
     def _seeds(self, hparams: Mapping[str, jax.Array], seed: Any) -> np.ndarray:
         """`seed` as int32 [M], checked against the hyperparameters and `num_seeds`."""
@@ -274,16 +285,19 @@ class Trainer:
             )
         return seed
 
-    def _seed_params_of(self, dynamic_names: Sequence[str]) -> Any:
+    def _seed_params_of(self, dynamic_names: Sequence[str], abstract: bool = False) -> Any:
         """Initial parameters and model state of every seed, [num_seeds, ...], or None.
 
         When `init_fn` takes no dynamic hyperparameter its result depends on the seed
-        alone: it is computed once per seed and members gather their seed's copy.
+        alone: it is computed once per seed and members gather their seed's copy. With
+        `abstract`, their abstract values when not yet computed (nothing compiled).
         """
         if not self.contract.init_per_seed(dynamic_names):
             return None
         if self._seed_params is None:
             build = functools.partial(programs.seed_init_program, self.compiler, self.contract)
+            if abstract:
+                return self.compiler.shapes(programs.INIT_SEEDS, build, self.keys)
             program = self.compiler.program(programs.INIT_SEEDS, build, self.keys)
             self._seed_params = program(self.keys)
         return self._seed_params

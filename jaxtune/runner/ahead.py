@@ -138,11 +138,12 @@ class CompileAhead:
 
     def _compile(self, group: int, hparams: Mapping[str, np.ndarray], seeds: np.ndarray,
                  slot_steps: np.ndarray, refills: bool) -> None:
-        """Compiles a slice's programs: init (run, to read the population's abstract
-        values), then a first chunk of training, evaluation and refilling, not run."""
+        """Compiles a slice's programs: a first chunk of training (the longest to
+        compile, started first: the population's abstract values are traced, not
+        compiled, so the sweep's thread compiles the initial population meanwhile),
+        evaluation and refilling, not run; then init (run), unless compiled by then."""
         trainer = self.slices.groups[group].trainer
-        with Compiler.ahead(abstract=False):
-            state = abstract(trainer.init(hparams, seeds))
+        state = trainer.init_shapes(hparams, seeds)
         with Compiler.ahead():
             if trainer.stream is None:  # a stream's window is read, not just shaped
                 state, _, _ = trainer.train_with_metrics(state, self.first_chunk, donate=True,
@@ -152,6 +153,8 @@ class CompileAhead:
             if refills:
                 size = slot_steps.size
                 trainer.select(state, state, np.zeros(size, np.int32), np.zeros(size, bool))
+        with Compiler.ahead(abstract=False):
+            trainer.init(hparams, seeds)
 
     def close(self) -> None:
         """Waits for the compiles under way, drops the queued ones, ends the threads."""
