@@ -181,13 +181,18 @@ class Compiler:
                     self.wait_seconds += time.perf_counter() - start
         return _Outputs(program) if abstract else program
 
-    def shapes(self, name: Hashable, build: Callable, *args: Any) -> Any:
+    def shapes(self, name: Hashable, build: Callable, *args: Any, compile: bool = False
+               ) -> Any:
         """The abstract outputs (shapes, dtypes, shardings) of the program `program(name,
-        build, *args)` would return: read from it when compiled, else traced, not compiled.
+        build, *args)` would return: read from it when compiled, else traced, not
+        compiled; with `compile`, compiled first (through `program`).
 
         What lets a thread compile ahead a program that takes another's outputs before
         that other is compiled (`runner.ahead`: training, beside the initial population).
         """
+        if compile:
+            program = self.program(name, build, *args)
+            return (program.program if isinstance(program, _Outputs) else program).out_info
         with _LOCK:
             program = _PROGRAMS.get(self._key(name, args))
         if program is not None:

@@ -244,60 +244,51 @@ class Trainer:
         refuse_non_finite_init(self.contract, gather(non_finite), hparams, seed)
         return state
 
-    def init_shapes(self, hparams: Mapping[str, Any], seed: Any = None) -> PopulationState:
+    def init_shapes(self, hparams: Mapping[str, Any], seed: Any = None, *,
+                    compile: bool = False) -> PopulationState:
         """The shapes, dtypes and shardings of `init(hparams, seed)`'s population, traced:
-        nothing is compiled or run (`Compiler.shapes`)."""
-        _, _, build, args = self._init_call(hparams, seed, abstract=True)
-        return self.compiler.shapes(programs.INIT, build, *args)[0]
+        nothing is run, nor compiled unless `compile` (`Compiler.shapes`). Nothing is
+        placed on the devices either, so another thread may call it while this process
+        talks to the others (`runner.ahead`)."""
+        _, _, build, args = self._init_call(hparams, seed, abstract=True, compile=compile)
+        return self.compiler.shapes(programs.INIT, build, *args, compile=compile)[0]
 
-    def _init_call(self, hparams: Mapping[str, Any], seed: Any, abstract: bool) -> tuple:
-        """`(hparams, seed, build, args)` of the init program, the arguments checked."""
+    def _init_call(self, hparams: Mapping[str, Any], seed: Any, abstract: bool,
+                   compile: bool = False) -> tuple:
+        """`(hparams, seed, build, args)` of the init program, the arguments checked; with
+        `abstract`, the arguments' abstract values where they are not computed yet."""
         hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
-        seed = self._seeds(hparams, seed)
+        seed = checked_seeds(hparams, seed, self.num_seeds)
         self.check_member_count(seed.shape[0])
         self.resolve(hparams)
-        seed_params = self._seed_params_of(list(hparams), abstract)
+        seed_params = self._seed_params_of(list(hparams), abstract, compile)
         by_member = self.compiler.by_member
-        args = (place(hparams, by_member), place(seed, by_member), seed_params,
-                self.init_params, self.keys)
+        if abstract:
+            members = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_member),
+                (hparams, jnp.asarray(seed)))
+        else:
+            members = (place(hparams, by_member), place(seed, by_member))
+        args = (*members, seed_params, self.init_params, self.keys)
         build = functools.partial(programs.init_program, self.compiler, self.contract)
         return hparams, seed, build, args
 
-    def _seeds(self, hparams: Mapping[str, jax.Array], seed: Any) -> np.ndarray:
-        """`seed` as int32 [M], checked against the hyperparameters and `num_seeds`."""
-        lengths = {k: v.shape for k, v in hparams.items()}
-        if any(len(s) != 1 for s in lengths.values()) or len({s[0] for s in lengths.values()}) > 1:
-            raise ValueError(
-                f"`hparams` must map names to 1-D arrays of one common length, got shapes {lengths}."
-            )
-        members = next(iter(lengths.values()))[0] if lengths else None
-        if seed is None:
-            if members is None:
-                raise ValueError("with no hyperparameters, pass `seed` to set the population size.")
-            seed = np.zeros(members, np.int32)
-        seed = np.asarray(seed, np.int32)
-        if seed.ndim != 1 or (members is not None and seed.shape[0] != members):
-            raise ValueError(f"`seed` must be an int array of shape ({members},), got {seed.shape}.")
-        if seed.min() < 0 or seed.max() >= self.num_seeds:
-            raise ValueError(
-                f"`seed` indices must lie in [0, {self.num_seeds}) (num_seeds={self.num_seeds}), "
-                f"got values in [{seed.min()}, {seed.max()}]."
-            )
-        return seed
-
-    def _seed_params_of(self, dynamic_names: Sequence[str], abstract: bool = False) -> Any:
+    def _seed_params_of(self, dynamic_names: Sequence[str], abstract: bool = False,
+                        compile: bool = False) -> Any:
         """Initial parameters and model state of every seed, [num_seeds, ...], or None.
 
         When `init_fn` takes no dynamic hyperparameter its result depends on the seed
         alone: it is computed once per seed and members gather their seed's copy. With
-        `abstract`, their abstract values when not yet computed (nothing compiled).
+        `abstract`, their abstract values when not yet computed (not run; compiled only
+        with `compile`).
         """
         if not self.contract.init_per_seed(dynamic_names):
             return None
         if self._seed_params is None:
             build = functools.partial(programs.seed_init_program, self.compiler, self.contract)
             if abstract:
-                return self.compiler.shapes(programs.INIT_SEEDS, build, self.keys)
+                return self.compiler.shapes(programs.INIT_SEEDS, build, self.keys,
+                                            compile=compile)
             program = self.compiler.program(programs.INIT_SEEDS, build, self.keys)
             self._seed_params = program(self.keys)
         return self._seed_params
@@ -534,6 +525,29 @@ class Trainer:
         by_member, whole = self.compiler.by_member.spec, self.compiler.replicated.spec
         return self.compiler.sharded(train_hypergradient_local, (by_member, specs, whole, whole),
                                      (by_member,) * 4, not self.contract.takes_model_state)
+
+def checked_seeds(hparams: Mapping[str, jax.Array], seed: Any, num_seeds: int) -> np.ndarray:
+    """`seed` as int32 [M], checked against the hyperparameters and `num_seeds`."""
+    lengths = {k: v.shape for k, v in hparams.items()}
+    if any(len(s) != 1 for s in lengths.values()) or len({s[0] for s in lengths.values()}) > 1:
+        raise ValueError(
+            f"`hparams` must map names to 1-D arrays of one common length, got shapes {lengths}."
+        )
+    members = next(iter(lengths.values()))[0] if lengths else None
+    if seed is None:
+        if members is None:
+            raise ValueError("with no hyperparameters, pass `seed` to set the population size.")
+        seed = np.zeros(members, np.int32)
+    seed = np.asarray(seed, np.int32)
+    if seed.ndim != 1 or (members is not None and seed.shape[0] != members):
+        raise ValueError(f"`seed` must be an int array of shape ({members},), got {seed.shape}.")
+    if seed.min() < 0 or seed.max() >= num_seeds:
+        raise ValueError(
+            f"`seed` indices must lie in [0, {num_seeds}) (num_seeds={num_seeds}), "
+            f"got values in [{seed.min()}, {seed.max()}]."
+        )
+    return seed
+
 
 def _root_key(key: Any) -> jax.Array:
     """The root PRNG key of `key`, an int or a PRNG key."""

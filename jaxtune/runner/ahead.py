@@ -17,7 +17,10 @@ in the background raises its exception, as itself, in the round that needs the
 program; anything else that goes wrong ahead only costs the head start.
 
 Opt out with `JAXTUNE_COMPILE_AHEAD=0` (each group then compiles when first used,
-holding one group's compile at a time in memory).
+holding one group's compile at a time in memory). A sweep of several processes
+(`jaxtune.distributed`) compiles on first use: placing an argument on the devices is
+then a collective, which every process must call in the same order from its sweep's
+thread.
 """
 
 from __future__ import annotations
@@ -138,10 +141,13 @@ class CompileAhead:
 
     def _compile(self, group: int, hparams: Mapping[str, np.ndarray], seeds: np.ndarray,
                  slot_steps: np.ndarray, refills: bool) -> None:
-        """Compiles a slice's programs: a first chunk of training (the longest to
-        compile, started first: the population's abstract values are traced, not
-        compiled, so the sweep's thread compiles the initial population meanwhile),
-        evaluation and refilling, not run; then init (run), unless compiled by then."""
+        """Compiles a slice's programs, running none: a first chunk of training (the
+        longest to compile, started first: the population's abstract values are traced,
+        so the sweep's thread compiles the initial population meanwhile), evaluation,
+        refilling, then the initial population's, unless compiled by then.
+
+        Nothing is placed on the devices here: with several processes, placing is a
+        collective, which only the sweep's thread may call (in the same order on all)."""
         trainer = self.slices.groups[group].trainer
         state = trainer.init_shapes(hparams, seeds)
         with Compiler.ahead():
@@ -153,8 +159,7 @@ class CompileAhead:
             if refills:
                 size = slot_steps.size
                 trainer.select(state, state, np.zeros(size, np.int32), np.zeros(size, bool))
-        with Compiler.ahead(abstract=False):
-            trainer.init(hparams, seeds)
+            trainer.init_shapes(hparams, seeds, compile=True)
 
     def close(self) -> None:
         """Waits for the compiles under way, drops the queued ones, ends the threads."""

@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxtune.distributed import any_process, gather, is_main_process
@@ -221,7 +222,7 @@ class Runner:
         The strategy's `setup` must have run (`sweep` calls it before planning slices).
         """
         start = time.perf_counter()
-        if self.compile_ahead:
+        if self.compile_ahead and jax.process_count() == 1:  # `ahead`: no collectives
             self._ahead = CompileAhead(
                 self.slices, min(self.settings.eval_every, self.settings.steps),
                 bool(self.eval_names), self.strategy.starts_members)
