@@ -14,8 +14,10 @@ Minibatching is the trainer's job, not this module's.
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
 import operator
+import pathlib
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -71,6 +73,30 @@ def _stratified_split(
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(valid))
 
 
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits bundled with scikit-learn: float64 [1797, 64] pixels, int32 labels.
+
+    Read from the package's own file (`sklearn/datasets/data/digits.csv.gz`, the last
+    column the label), which is what `sklearn.datasets.load_digits` reads, without
+    importing scikit-learn: that import (SciPy's statistics with it) takes about 1.5 s,
+    most of a small sweep's first run. Through `load_digits` where the file is not found.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "`load_digits` reads the digits bundled with scikit-learn, which is not "
+            "installed; install it with `pip install 'jaxtune[demo]'` (or "
+            "`pip install scikit-learn`), or use `make_classification_data` instead.")
+    path = pathlib.Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        return table[:, :-1], table[:, -1].astype(np.int32)
+    from sklearn import datasets  # another layout of the package
+
+    features, labels = datasets.load_digits(return_X_y=True)
+    return np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int32)
+
+
 def load_digits(
     *, validation_fraction: float = 0.2, seed: int = 0, standardize: bool = True
 ) -> Dataset:
@@ -112,18 +138,7 @@ def load_digits(
             f"`standardize` must be True or False, got {type(standardize).__name__} "
             f"{standardize!r}."
         )
-    try:
-        from sklearn import datasets
-    except ImportError as error:
-        raise ImportError(
-            "`load_digits` reads the digits bundled with scikit-learn, which is not "
-            "installed; install it with `pip install 'jaxtune[demo]'` (or "
-            "`pip install scikit-learn`), or use `make_classification_data` instead."
-        ) from error
-
-    features, labels = datasets.load_digits(return_X_y=True)
-    features = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int32)
+    features, labels = _bundled_digits()
     train, valid = _stratified_split(labels, validation_fraction, np.random.default_rng(seed))
     x_train, x_valid = features[train], features[valid]
     if standardize:

@@ -1,5 +1,6 @@
 """Demo datasets: the bundled digits split and the synthetic Gaussian blobs."""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import sklearn.datasets
 
 import jaxtune as jt
+from jaxtune import data as data_module
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,21 @@ def test_unstandardized_features_are_raw_pixels():
     data = jt.load_digits(standardize=False)
     assert data.x_train.min() == 0 and data.x_train.max() == 16
     assert np.all(data.x_train == np.round(data.x_train))
+
+
+def test_the_bundled_file_is_read_without_importing_sklearn(raw_digits, monkeypatch):
+    code = ("import sys, jaxtune as jt; jt.load_digits(); "
+            "assert 'sklearn' not in sys.modules, 'sklearn imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    x, y = data_module._bundled_digits()
+    np.testing.assert_array_equal(x, raw_digits[0])
+    np.testing.assert_array_equal(y, raw_digits[1])
+    assert x.dtype == np.float64 and y.dtype == np.int32
+    # Where the package keeps its file elsewhere, through `sklearn.datasets.load_digits`.
+    monkeypatch.setattr(data_module.pathlib.Path, "is_file", lambda self: False)
+    fallback = data_module._bundled_digits()
+    np.testing.assert_array_equal(fallback[0], x)
+    np.testing.assert_array_equal(fallback[1], y)
 
 
 def test_missing_sklearn_says_how_to_install(monkeypatch):
