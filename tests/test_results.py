@@ -635,6 +635,10 @@ def test_load_mismatched_arrays(tmp_path):
          "hyperparameter name `seed` collides with a column"),
         ({"hparams": {"accuracy_mean": np.zeros(6)}}, ValueError,
          "hyperparameter name `accuracy_mean` collides"),
+        ({"hparams": {"accuracy_low": np.zeros(6)}}, ValueError,
+         "hyperparameter name `accuracy_low` collides"),  # summary(interval=...)'s columns
+        ({"hparams": {"train_loss_high": np.zeros(6)}}, ValueError,
+         "hyperparameter name `train_loss_high` collides"),
         ({"metric": "loss"}, ValueError,
          r"`metric` must be 'train_loss' or a key of `metrics` \['accuracy'\], got metric='loss'"),
         ({"mode": "maximize"}, ValueError, "`mode` must be 'min' or 'max', got mode='maximize'"),

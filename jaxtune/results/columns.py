@@ -59,7 +59,8 @@ def check_names(hparams: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
     """Hyperparameter names must not collide with the columns `to_pandas`/`summary` make."""
     taken = set(RESERVED_COLUMNS)
     for name in ("train_loss", *metrics):
-        taken.update((name, f"final_{name}", f"{name}_mean", f"{name}_std"))
+        taken.update((name, f"final_{name}", f"{name}_mean", f"{name}_std",
+                      f"{name}_low", f"{name}_high"))  # the last two: `interval=`
     for name in hparams:
         if name in taken:
             raise ValueError(
