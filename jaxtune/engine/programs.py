@@ -111,6 +111,9 @@ class Compiler:
       wait_seconds: seconds the threads that needed a program (not those compiling
         ahead) spent compiling it or waiting for it; with nothing compiled ahead, equal
         to `compile_seconds`.
+      helper: None, or a function handing a thread that waits for a program another
+        thread compiles a job to do meanwhile (None when there is none); the job must
+        not raise (`runner.ahead.CompileAhead`).
     """
 
     _ahead = threading.local()  # .on: this thread compiles ahead of need; .abstract: not run
@@ -124,6 +127,7 @@ class Compiler:
         self.compiles = 0
         self.compile_seconds = 0.0
         self.wait_seconds = 0.0
+        self.helper: Callable[[], Callable[[], None] | None] | None = None
 
     @classmethod
     @contextlib.contextmanager
@@ -236,7 +240,17 @@ class Compiler:
 
     def _awaited(self, key: tuple, future: concurrent.futures.Future) -> Any:
         """The program another thread is compiling (or compiled ahead and failed: its error
-        is raised here, once; a later call compiles again)."""
+        is raised here, once; a later call compiles again).
+
+        Meanwhile this thread does the work `helper` hands it (`runner.ahead`: the
+        compiles queued ahead for the same group, which it would wait for next), instead
+        of leaving a core idle.
+        """
+        while self.helper is not None and not future.done():
+            job = self.helper()
+            if job is None:
+                break
+            job()
         try:
             return future.result()
         except BaseException:

@@ -25,9 +25,12 @@ thread.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import functools
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -68,6 +71,11 @@ def _cores() -> int:
 class CompileAhead:
     """Compiles the first slices' programs of each static group in a thread pool.
 
+    Each program is a job of its own in one queue, first in first out: a worker thread
+    takes the oldest; the sweep's thread, when it must wait for a program a worker is
+    compiling, takes the oldest of that group's queued jobs meanwhile (the programs it
+    needs next: `Compiler.helper`), so both cores compile where one would sit idle.
+
     Args:
       slices: the runner's slices (their groups, trainers and slice sizes).
       first_chunk: the steps of a slice's first chunk (its first record point).
@@ -89,6 +97,8 @@ class CompileAhead:
             workers, thread_name_prefix="jaxtune-compile-ahead")
         self.jobs: list[concurrent.futures.Future] = []
         self._seen: set[tuple[int, int]] = set()  # (group, slice size) compiled or queued
+        self._queue: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
+        self._lock = threading.Lock()
 
     def schedule(self, added: np.ndarray) -> None:
         """Queues the programs of the slices that the waiting members `added` will fill."""
@@ -108,8 +118,7 @@ class CompileAhead:
                 # its first slices; a group of one trial (an architecture search) never
                 # refills, and a later refill compiles when it comes.
                 refills = self.refills and in_group.size > size
-                self.jobs.append(self.pool.submit(self._compile, group, hparams,
-                                                  table.seed[padded], slot_steps, refills))
+                self._queue_slice(group, hparams, table.seed[padded], slot_steps, refills)
 
     def schedule_repacked(self, template: Any, size: int, slot_steps: np.ndarray,
                           length: int) -> None:
@@ -120,15 +129,58 @@ class CompileAhead:
         trainer = self.slices.groups[template.group].trainer
         state = jax.tree_util.tree_map(lambda a: _resized(a, size), abstract(template.state))
         if trainer.stream is None:
-            self.jobs.append(self.pool.submit(self._ahead, trainer.train_with_metrics, state,
-                                              length, donate=True, member_steps=slot_steps))
+            self._submit(template.group, _ahead, trainer.train_with_metrics, lambda: state,
+                         length, donate=True, member_steps=slot_steps)
         if self.evaluate:
-            self.jobs.append(self.pool.submit(self._ahead, trainer.evaluate, state))
+            self._submit(template.group, _ahead, trainer.evaluate, lambda: state)
 
-    @staticmethod
-    def _ahead(method: Any, *args: Any, **kwargs: Any) -> None:
-        with Compiler.ahead():
-            method(*args, **kwargs)
+    def _queue_slice(self, group: int, hparams: Mapping[str, np.ndarray], seeds: np.ndarray,
+                     slot_steps: np.ndarray, refills: bool) -> None:
+        """Queues a slice's programs, none run: a first chunk of training (the longest,
+        first), evaluation, refilling, then the initial population's (compiled by then
+        in the sweep's thread, more often than not). The population's abstract values
+        are traced once, by the first job that needs them.
+
+        Nothing is placed on the devices: with several processes, placing is a
+        collective, which only the sweep's thread may call (in the same order on all)."""
+        trainer = self.slices.groups[group].trainer
+        trainer.compiler.helper = functools.partial(self._take, group)
+        shapes = _Once(lambda: trainer.init_shapes(hparams, seeds))
+        size = slot_steps.size
+        if trainer.stream is None:  # a stream's window is read, not just shaped
+            self._submit(group, _ahead, trainer.train_with_metrics, shapes, self.first_chunk,
+                         donate=True, member_steps=slot_steps)
+        if self.evaluate:
+            self._submit(group, _ahead, trainer.evaluate, shapes)
+        if refills:
+            self._submit(group, _ahead, lambda state: trainer.select(
+                state, state, np.zeros(size, np.int32), np.zeros(size, bool)), shapes)
+        self._submit(group, _ahead, lambda _: trainer.init_shapes(hparams, seeds, compile=True),
+                     shapes)
+
+    def _submit(self, group: int, *job: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self._queue.append((group, functools.partial(*job, **kwargs)))
+        self.jobs.append(self.pool.submit(self._next))
+
+    def _next(self) -> None:
+        """Runs the oldest queued job, if the sweep's thread has not taken it."""
+        with self._lock:
+            if not self._queue:
+                return
+            _, job = self._queue.popleft()
+        job()
+
+    def _take(self, group: int) -> Callable[[], None] | None:
+        """The oldest queued job of `group`, removed from the queue (`Compiler.helper`);
+        run by the caller, which never sees its exception (the program's own round
+        raises it, or compiles again)."""
+        with self._lock:
+            for i, (owner, job) in enumerate(self._queue):
+                if owner == group:
+                    del self._queue[i]
+                    return functools.partial(_quietly, job)
+        return None
 
     def _sizes(self, count: int) -> list[int]:
         """The sizes of the slices `Slices.fill` opens for `count` members of one group."""
@@ -139,28 +191,40 @@ class CompileAhead:
             count -= size
         return list(dict.fromkeys(sizes))
 
-    def _compile(self, group: int, hparams: Mapping[str, np.ndarray], seeds: np.ndarray,
-                 slot_steps: np.ndarray, refills: bool) -> None:
-        """Compiles a slice's programs, running none: a first chunk of training (the
-        longest to compile, started first: the population's abstract values are traced,
-        so the sweep's thread compiles the initial population meanwhile), evaluation,
-        refilling, then the initial population's, unless compiled by then.
-
-        Nothing is placed on the devices here: with several processes, placing is a
-        collective, which only the sweep's thread may call (in the same order on all)."""
-        trainer = self.slices.groups[group].trainer
-        state = trainer.init_shapes(hparams, seeds)
-        with Compiler.ahead():
-            if trainer.stream is None:  # a stream's window is read, not just shaped
-                state, _, _ = trainer.train_with_metrics(state, self.first_chunk, donate=True,
-                                                         member_steps=slot_steps)
-            if self.evaluate:
-                trainer.evaluate(state)
-            if refills:
-                size = slot_steps.size
-                trainer.select(state, state, np.zeros(size, np.int32), np.zeros(size, bool))
-            trainer.init_shapes(hparams, seeds, compile=True)
-
     def close(self) -> None:
         """Waits for the compiles under way, drops the queued ones, ends the threads."""
+        with self._lock:
+            self._queue.clear()
+        for group in self.slices.groups:
+            group.trainer.compiler.helper = None
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Once:
+    """`compute()` on the first call, from whichever thread, then its value."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self._compute, self._lock = compute, threading.Lock()
+        self._value: Any = None
+        self._done = False
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._value, self._done = self._compute(), True
+            return self._value
+
+
+def _ahead(method: Callable, state: Callable[[], Any], *args: Any, **kwargs: Any) -> None:
+    """`method(state(), ...)` compiled ahead of need, not run (`Compiler.ahead`)."""
+    with Compiler.ahead():
+        method(state(), *args, **kwargs)
+
+
+def _quietly(job: Callable[[], None]) -> None:
+    """`job()`; an Exception it raises is dropped: the compile that failed raises it
+    again in the round that needs its program."""
+    try:
+        job()
+    except Exception:  # kept for its program's own round
+        pass
