@@ -33,7 +33,7 @@ from jaxtune.devices import MEMBER_AXIS
 from jaxtune.engine import forms
 from jaxtune.engine.contract import Contract, Returns
 from jaxtune.engine.sources import BatchSource
-from jaxtune.engine.state import PopulationState, non_finite_counts
+from jaxtune.engine.state import PopulationState, members_all_finite, non_finite_counts
 from jaxtune.engine.step import evaluate_member, init_member, member_step, rollback
 
 # The programs' names, as XLA (and `jax.log_compiles`) reports them.
@@ -45,6 +45,7 @@ SELECT = "pick"  # slots replaced by members of another population
 TAKE = "take"  # a population of chosen members
 CONCATENATE = "cat"  # several populations as one
 ORDER = "minibatch_order"  # every seed's minibatch indices of an aligned chunk
+NON_FINITE = "non_finite"  # where an initial population holds NaN or inf, leaf by leaf
 PROGRAMS = (INIT_SEEDS, INIT, TRAIN, EVALUATE, SELECT, TAKE, CONCATENATE, ORDER,
             "train_begin", "train_steps", "train_end")  # the "loop" forms' (`Chunk`)
 
@@ -263,7 +264,7 @@ class Compiler:
 # Programs that run once, or once per decision, on small inputs: their run time is noise
 # beside their compile time, which XLA:CPU's LLVM optimizations about double (the
 # digits MLP's `init_seeds`: 1.38 s compiled optimized, 0.57 s not, run 10 ms either way).
-ONCE = (INIT_SEEDS, INIT, SELECT, TAKE, CONCATENATE)
+ONCE = (INIT_SEEDS, INIT, SELECT, TAKE, CONCATENATE, NON_FINITE)
 _ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -318,7 +319,8 @@ def train_program(compiler: Compiler, contract: Contract, returns: Returns,
 
 
 def init_program(compiler: Compiler, contract: Contract) -> Callable:
-    """The program `(hparams, seeds, seed_params, init_params, keys) -> (state, non-finite)`."""
+    """The program `(hparams, seeds, seed_params, init_params, keys) -> (state, finite)`,
+    `finite[m]` whether member m's parameters and model state are all finite."""
     def init_local(hp, seeds, seed_params, init_params, keys):
         one = functools.partial(init_member, contract, keys, seed_params, init_params)
         params, model_state, opt_state = jax.vmap(one)(hp, seeds)
@@ -333,11 +335,18 @@ def init_program(compiler: Compiler, contract: Contract) -> Callable:
             alive=jnp.ones(n, bool),
             diverged_step=jnp.full(n, -1, jnp.int32),
         )
-        return state, non_finite_counts((params, model_state))
+        return state, members_all_finite((params, model_state), n)
 
     member = P(MEMBER_AXIS)
     return compiler.sharded(_named(INIT, init_local), (member, member, P(), P(), P()), member,
                             not contract.takes_model_state)
+
+
+def non_finite_program() -> Callable:
+    """The program `(params, model_state) -> the NaN and inf count of every leaf per member`
+    (`state.non_finite_counts`), compiled only for an initial population that has some."""
+    return _named(NON_FINITE, lambda params, model_state: non_finite_counts((params,
+                                                                             model_state)))
 
 
 def seed_init_program(compiler: Compiler, contract: Contract) -> Callable:

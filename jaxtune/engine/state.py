@@ -8,6 +8,7 @@ different steps.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,9 +33,26 @@ class PopulationState(NamedTuple):
 
 def tree_all_finite(tree: Any) -> jax.Array:
     """Whether every inexact leaf of `tree` is finite, a bool scalar."""
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+    return members_all_finite(jax.tree_util.tree_map(lambda leaf: leaf[None], tree), 1)[0]
+
+
+def members_all_finite(tree: Any, members: int) -> jax.Array:
+    """For each of the `members` of `tree` (leaves [members, ...]), whether all its
+    inexact values are finite, bool [members].
+
+    One reduction over the leaves concatenated (per dtype), not one per leaf: XLA:CPU
+    compiles a kernel per reduction, and a reduction per leaf made about a sixth of the
+    digits MLP's training program to compile (`non_finite_counts` names the leaf, when
+    one is needed).
+    """
+    by_dtype: dict[Any, list[jax.Array]] = {}
+    for leaf in map(jnp.asarray, jax.tree_util.tree_leaves(tree)):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            by_dtype.setdefault(leaf.dtype, []).append(leaf.reshape(members, -1))
+    return functools.reduce(
+        jnp.logical_and,
+        [jnp.all(jnp.isfinite(jnp.concatenate(rows, axis=1)), axis=1) for rows in by_dtype.values()],
+        jnp.ones(members, bool))
 
 
 def non_finite_counts(tree: Any) -> Any:

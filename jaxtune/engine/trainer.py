@@ -240,8 +240,12 @@ class Trainer:
             (checked once here, naming the leaf, the member, its seed and hyperparameters).
         """
         hparams, seed, build, args = self._init_call(hparams, seed, abstract=False)
-        state, non_finite = self.compiler.program(programs.INIT, build, *args)(*args)
-        refuse_non_finite_init(self.contract, gather(non_finite), hparams, seed)
+        state, finite = self.compiler.program(programs.INIT, build, *args)(*args)
+        if not gather(finite).all():  # which leaf: a program compiled only now
+            trees = (state.params, state.model_state)
+            counts = self.compiler.program(programs.NON_FINITE, programs.non_finite_program,
+                                           *trees)(*trees)
+            refuse_non_finite_init(self.contract, gather(counts), hparams, seed)
         return state
 
     def init_shapes(self, hparams: Mapping[str, Any], seed: Any = None, *,
