@@ -39,6 +39,8 @@ figures are in docs/guide/devices.md ("How a chunk runs").
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -60,7 +62,9 @@ UNROLL_GROUPS = 8
 LOOP_STEPS = 1
 
 _MEASURED: dict[Hashable, str] = {}  # program shape -> the fastest form measured
-_CONVOLUTION: dict[Hashable, bool] = {}  # program shape -> whether its step convolves
+_CONVOLUTION: dict[Hashable, concurrent.futures.Future] = {}  # program shape -> whether its
+#   step convolves (a bool, once known)
+_CONVOLUTION_LOCK = threading.Lock()
 
 
 def check_chunk_form(chunk_form: Any) -> str:
@@ -144,10 +148,26 @@ def has_convolution(jaxpr: Any) -> bool:
 
 
 def convolves(key: Hashable, trace: Callable[[], Any]) -> bool:
-    """`has_convolution(trace())`, traced once per process for each `key`."""
-    if key not in _CONVOLUTION:
-        _CONVOLUTION[key] = has_convolution(trace())
-    return _CONVOLUTION[key]
+    """`has_convolution(trace())`, traced once per process for each `key`: a thread that
+    asks while another traces waits for its answer (a group's first chunk is traced
+    ahead of need in another thread, `runner.ahead`; tracing twice at once only slows
+    both, under Python's lock)."""
+    with _CONVOLUTION_LOCK:
+        known = _CONVOLUTION.get(key)
+        if known is None:
+            _CONVOLUTION[key] = known = concurrent.futures.Future()
+            owner = True
+        else:
+            owner = False
+    if owner:
+        try:
+            known.set_result(has_convolution(trace()))
+        except BaseException as error:
+            with _CONVOLUTION_LOCK:
+                del _CONVOLUTION[key]  # the next to ask traces again
+            known.set_exception(error)
+            raise
+    return known.result()
 
 
 def auto_form(platform: str, convolution: bool) -> str:

@@ -147,6 +147,11 @@ class Compiler:
         finally:
             cls._ahead.on, cls._ahead.abstract = previous
 
+    @classmethod
+    def abstract_ahead(cls) -> bool:
+        """Whether this thread compiles ahead of need, running nothing (`ahead()`)."""
+        return getattr(cls._ahead, "on", False) and getattr(cls._ahead, "abstract", False)
+
     def sharded(self, fn: Callable, in_specs: Any, out_specs: Any, manual: bool = True
                 ) -> Callable:
         """`fn` over the members of every device: `shard_map`, or plain `jit` when not `manual`."""

@@ -393,8 +393,11 @@ class Trainer:
         keys, start = self.keys, prepared.arguments[1]
         build = functools.partial(programs.order_program, self.data_compiler, self.source,
                                   self.num_seeds, steps)
-        orders = self.data_compiler.program((programs.ORDER, steps, self.num_seeds), build,
-                                            keys, start)(keys, start)
+        name = (programs.ORDER, steps, self.num_seeds)
+        if programs.Compiler.abstract_ahead():  # the training program compiles first
+            orders = self.data_compiler.shapes(name, build, keys, start)
+        else:
+            orders = self.data_compiler.program(name, build, keys, start)(keys, start)
         return prepared._replace(arguments=(*prepared.arguments, orders),
                                  specs=(*prepared.specs, P()))
 
