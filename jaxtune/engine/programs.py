@@ -383,6 +383,30 @@ def order_program(compiler: Compiler, source: BatchSource, num_seeds: int, steps
     return jax.jit(_named(ORDER, minibatch_order), out_shardings=compiler.replicated)
 
 
+def hypergradient_program(compiler: Compiler, contract: Contract, returns: Returns,
+                          source: BatchSource, steps: int, aligned: bool, specs: tuple,
+                          options: tuple) -> Callable:
+    """The program `(population, arguments, eval_data, keys) -> (population, losses,
+    metrics, grads)` of `Trainer.train_with_hypergradients`, on `engine.step`'s functions
+    (`jaxtune.hypergradient.member_chunk`: the chunk with a tangent per hyperparameter)."""
+    from jaxtune.hypergradient import member_chunk
+
+    names, metric, scale, mode, window = options
+
+    def train_hypergradient_local(population, arguments, eval_data, keys):
+        positions, shared = source.positions(arguments, keys, population, steps, aligned)
+        batch_of = functools.partial(source.batch, arguments, keys)
+        run = functools.partial(
+            member_chunk, functools.partial(member_step, contract, returns, batch_of, keys),
+            lambda end: evaluate_member(contract, returns, eval_data, keys, end)[metric],
+            rollback, names=names, scale=dict(scale), mode=mode, window=window)
+        return jax.vmap(run, in_axes=(0, None if shared else 0))(population, positions)
+
+    by_member, whole = compiler.by_member.spec, compiler.replicated.spec
+    return compiler.sharded(train_hypergradient_local, (by_member, specs, whole, whole),
+                            (by_member,) * 4, not contract.takes_model_state)
+
+
 def evaluate_program(compiler: Compiler, contract: Contract, returns: Returns) -> Callable:
     """The program `(population, eval_data, keys) -> name -> [M]`."""
     def evaluate_local(population, eval_data, keys):

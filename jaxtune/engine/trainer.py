@@ -503,35 +503,14 @@ class Trainer:
                              f"on the devices at once ({prepared.limit}); train with "
                              "hypergradients over shorter chunks (a smaller `eval_every`).")
         options = (tuple(names), metric, tuple(sorted((scale or {}).items())), mode, window)
-        build = functools.partial(self._hypergradient_program, returns, steps,
-                                  prepared.aligned, prepared.specs, options)
+        build = functools.partial(programs.hypergradient_program, self.compiler, self.contract,
+                                  returns, self.source, steps, prepared.aligned, prepared.specs,
+                                  options)
         args = (state, prepared.arguments, self.eval_data, self.keys)
         program = self.compiler.program(("train_hypergradient", steps, donate, prepared.aligned,
                                          options), build, *args, donate=(0,) if donate else ())
         return program(*args)
 
-    def _hypergradient_program(self, returns: Returns, steps: int, aligned: bool, specs: tuple,
-                               options: tuple) -> Callable:
-        """The program `(population, arguments, eval_data, keys) -> (population, losses,
-        metrics, grads)` of `train_with_hypergradients`, on `engine.step`'s functions."""
-        from jaxtune.engine import step
-        from jaxtune.hypergradient import member_chunk
-
-        names, metric, scale, mode, window = options
-        contract, source = self.contract, self.source
-
-        def train_hypergradient_local(population, arguments, eval_data, keys):
-            positions, shared = source.positions(arguments, keys, population, steps, aligned)
-            batch_of = functools.partial(source.batch, arguments, keys)
-            run = functools.partial(
-                member_chunk, functools.partial(step.member_step, contract, returns, batch_of, keys),
-                lambda end: step.evaluate_member(contract, returns, eval_data, keys, end)[metric],
-                step.rollback, names=names, scale=dict(scale), mode=mode, window=window)
-            return jax.vmap(run, in_axes=(0, None if shared else 0))(population, positions)
-
-        by_member, whole = self.compiler.by_member.spec, self.compiler.replicated.spec
-        return self.compiler.sharded(train_hypergradient_local, (by_member, specs, whole, whole),
-                                     (by_member,) * 4, not self.contract.takes_model_state)
 
 def checked_seeds(hparams: Mapping[str, jax.Array], seed: Any, num_seeds: int) -> np.ndarray:
     """`seed` as int32 [M], checked against the hyperparameters and `num_seeds`."""
