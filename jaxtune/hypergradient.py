@@ -34,7 +34,6 @@ This module depends on JAX, optax and the space only (the engine imports it).
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtune._routing import read_signature, route
 from jaxtune.space import Choice, Fixed, LogUniform, RandInt, Space, Uniform
 
 MODES = ("forward", "reverse")
@@ -210,23 +210,17 @@ class Hypergradients(NamedTuple):
     losses: jax.Array  # float [M, T], every member's training loss at every step
 
 
-def _taken(fn: Callable, hparams: Mapping[str, Any], skip: int) -> dict[str, Any]:
-    """The entries of `hparams` that `fn` takes by name (all of them with `**kwargs`)."""
-    parameters = list(inspect.signature(fn).parameters.values())[skip:]
-    if any(p.kind == p.VAR_KEYWORD for p in parameters):
-        return dict(hparams)
-    named = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return {k: v for k, v in hparams.items() if k in named}
-
-
 def _own_step(loss_fn: Callable, make_optimizer: Callable, others: Mapping[str, jax.Array]):
     """The scan body of one member of `hypergradient`: loss, gradient, optimizer update."""
+    loss_signature = read_signature(loss_fn, "loss_fn", 2)
+    optimizer_signature = read_signature(make_optimizer, "make_optimizer", 0)
+
     def step(carry, batch, h):
         params, opt_state = carry
-        values = {**others, **h}
+        values = {**others, **h}  # routed as the engine routes them (`jaxtune._routing`)
         loss, grads = jax.value_and_grad(
-            lambda p: loss_fn(p, batch, **_taken(loss_fn, values, 2)))(params)
-        optimizer = make_optimizer(**_taken(make_optimizer, values, 0))
+            lambda p: loss_fn(p, batch, **route(values, loss_signature, False)))(params)
+        optimizer = make_optimizer(**route(values, optimizer_signature, True))
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
             updates, opt_state = optimizer.update(grads, opt_state, params, value=loss)
         else:

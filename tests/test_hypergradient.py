@@ -137,6 +137,30 @@ def test_the_trainer_computes_the_same_hypergradients_and_trains_as_train_does()
     np.testing.assert_array_equal(trained.hparams["ridge"], HPARAMS["ridge"])
 
 
+def test_functions_receive_the_hyperparameters_the_engine_routes_to_them():
+    # A loss with **kwargs gets only what it names, an optimizer with **kwargs all of them,
+    # as the engine routes them (`jaxtune._routing`): the same as the Trainer's.
+    received = {}
+
+    def loss_with_kwargs(w, batch, ridge, **kwargs):
+        received["loss"] = sorted(kwargs)
+        return loss_fn(w, batch, ridge)
+
+    def optimizer_with_kwargs(**kwargs):
+        received["optimizer"] = sorted(kwargs)
+        return make_optimizer(kwargs["learning_rate"])
+
+    params, opt_state = jt.init_population(make_optimizer, jnp.zeros(D), HPARAMS)
+    batches = (np.stack([X] * 3), np.stack([Y] * 3))
+    with_kwargs = hypergradient(loss_with_kwargs, optimizer_with_kwargs, params, opt_state,
+                                HPARAMS, batches, val_loss, (XV, YV), scale=SCALE)
+    plain = hypergradient(loss_fn, make_optimizer, params, opt_state, HPARAMS, batches,
+                          val_loss, (XV, YV), scale=SCALE)
+    assert received == {"loss": [], "optimizer": ["learning_rate", "ridge"]}
+    for name in HPARAMS:
+        np.testing.assert_array_equal(with_kwargs.grads[name], plain.grads[name])
+
+
 def test_bad_arguments_are_refused_naming_them():
     params, opt_state = jt.init_population(make_optimizer, jnp.zeros(D), HPARAMS)
     batches = (X[None], Y[None])

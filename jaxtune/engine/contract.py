@@ -47,7 +47,6 @@ where a non-array leaf was): `eqx.combine` them with the model's other leaves.
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -58,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtune._routing import Signature, read_signature, route
 from jaxtune.engine.state import combine, is_array, is_inexact, partition, path_name
 
 # -- error texts ---------------------------------------------------------------------
@@ -169,42 +169,6 @@ _MSG_INIT_PARAMS_NONE = (
 
 
 # -- signatures and routing ----------------------------------------------------------
-
-
-class Signature(NamedTuple):
-    """Which hyperparameter names a user function accepts."""
-
-    names: frozenset[str]  # parameters it takes by keyword
-    var_keyword: bool  # has **kwargs
-    required: tuple[str, ...]  # keyword parameters without a default
-    positional: int  # how many parameters it can take positionally (-1: any number)
-    text: str  # how to show it in an error
-
-
-def read_signature(fn: Callable, role: str, positional: int) -> Signature:
-    """Reads `fn`'s keyword parameters after its first `positional` ones."""
-    try:
-        parameters = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):  # builtins and some C callables
-        return Signature(frozenset(), True, (), -1, f"{role}(...)")
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    leading = [p for p in parameters if p.kind != inspect.Parameter.KEYWORD_ONLY][:positional]
-    rest = [p for p in parameters if p not in leading and p.kind in kinds]
-    var_keyword = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters)
-    takes = -1 if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters) else len(
-        [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                             inspect.Parameter.POSITIONAL_OR_KEYWORD)])
-    required = tuple(p.name for p in rest if p.default is inspect.Parameter.empty)
-    shown = ", ".join(p.name for p in parameters)
-    return Signature(frozenset(p.name for p in rest), var_keyword, required, takes,
-                     f"{role}({shown})")
-
-
-def route(values: Mapping[str, Any], signature: Signature, use_var_keyword: bool) -> dict:
-    """The entries of `values` a function of `signature` takes by keyword."""
-    if signature.var_keyword and use_var_keyword:
-        return dict(values)
-    return {k: v for k, v in values.items() if k in signature.names}
 
 
 def check_positional(signature: Signature, role: str, needed: int, shown: str) -> None:
