@@ -341,8 +341,8 @@ def test_plot_axes_and_png(tmp_path):
     path = tmp_path / "sweep.png"
     figure = make().plot("accuracy", path=path)
     assert isinstance(figure, matplotlib.figure.Figure)
-    # loss curves + colorbar + one panel per varying numeric hyperparameter (2)
-    assert len(figure.axes) == 4
+    # loss curves + colorbar + one panel per varying hyperparameter (2 numeric, 1 not)
+    assert len(figure.axes) == 5
     curves = figure.axes[0]
     assert curves.get_yscale() == "log"
     assert curves.get_ylabel() == "training loss"
@@ -355,7 +355,14 @@ def test_plot_axes_and_png(tmp_path):
     np.testing.assert_allclose(figure.axes[2].get_xticks(), [0.0, 1e-4, 1e-2], rtol=1e-6)
     labels = [label.get_text() for label in figure.axes[2].get_xticklabels()]
     assert labels == ["0", "0.0001", "0.01"]
-    assert figure.axes[3].get_ylabel() == "learning_rate"  # the colorbar
+    # the optimizer, not numeric: a tick per value, in order of first appearance
+    optimizer = figure.axes[3]
+    assert optimizer.get_xlabel() == "optimizer" and optimizer.get_xscale() == "linear"
+    np.testing.assert_array_equal(optimizer.get_xticks(), [0, 1])
+    assert [label.get_text() for label in optimizer.get_xticklabels()] == ["adam", "sgd"]
+    points = [line for line in optimizer.lines if line.get_marker() == "o"]
+    np.testing.assert_array_equal(points[0].get_xdata(), [0, 1])  # trials 0 (adam), 1 (sgd)
+    assert figure.axes[4].get_ylabel() == "learning_rate"  # the colorbar
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the diverged trial is left out of the metric panels: two finite trials + the star
     panel = figure.axes[1]
@@ -377,7 +384,7 @@ def test_plot_without_numeric_hparams():
 def test_plot_hparam_choice():
     result = make()
     figure = result.plot(hparam="weight_decay")
-    assert figure.axes[3].get_ylabel() == "weight_decay"
+    assert figure.axes[4].get_ylabel() == "weight_decay"
     message = r"`hparam` must name a numeric hyperparameter.*'optimizer'"
     with pytest.raises(ValueError, match=message):
         result.plot(hparam="optimizer")

@@ -35,7 +35,9 @@ def plot(result: SweepResult, metric: str | None, hparam: str | None,
         raise ValueError(
             f"`hparam` must name a numeric hyperparameter {numeric}, got hparam={hparam!r}."
         )
-    panels = [name for name in numeric if np.unique(_numeric(result.hparams[name])).size > 1]
+    # a panel for each hyperparameter that varies: numeric ones on their scale, the others
+    # (an optimizer family, a string choice) with a tick per value
+    panels = [name for name in result.hparams if np.unique(_axis(result.hparams[name])[0]).size > 1]
 
     _show_figures_in_notebooks()
     figure = Figure(figsize=(4.8 * (1 + len(panels)) + 1.0, 4.0), layout="constrained")
@@ -97,7 +99,8 @@ def _plot_curves(result: SweepResult, figure: Any, ax: Any, hparam: str | None) 
 
 
 def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> None:
-    """One panel per hyperparameter (name -> axes): each trial's final `metric` (mean and
+    """One panel per hyperparameter (name -> axes; a tick per category for one that is not
+    numeric, `_axis`): each trial's final `metric` (mean and
     95% t-interval over seeds) against it; completed trials filled, those stopped early hollow, the
     best starred."""
     try:
@@ -112,7 +115,7 @@ def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> No
     best = first if mode is not None and completed[first] else None
     yerr, ylabel = _error_bars(stats, metric)
     for name, ax in panels.items():
-        values = _numeric(result.hparams[name])
+        values, categories = _axis(result.hparams[name])
         x = values[stats.first]
         ax.errorbar(
             x[completed], stats.mean[completed], yerr=yerr[:, completed], fmt="o",
@@ -135,7 +138,11 @@ def _plot_finals(result: SweepResult, metric: str, panels: dict[str, Any]) -> No
                 f"{missing} trial{'s' if missing > 1 else ''} not shown (diverged or NaN)",
                 fontsize=9, color="0.35",
             )
-        _set_hparam_axis(ax, values)
+        if categories is None:
+            _set_hparam_axis(ax, values)
+        else:
+            ax.set_xticks(np.arange(len(categories)), categories)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
         means = stats.mean[shown]
         if means.size and np.all(means > 0) and means.max() > 100 * means.min():
             ax.set_yscale("log")
@@ -185,6 +192,18 @@ def plot_schedule(result: SweepResult, name: str | None, members: Any, ax: Any):
     if positive.size and np.all(positive > 0) and positive.max() / positive.min() > 20:
         ax.set_yscale("log")
     return ax
+
+
+def _axis(column: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+    """Where a hyperparameter column's values lie on a panel's x axis: the values, when
+    numeric (categories None); else each value's index among the distinct values, shown
+    as text in order of first appearance (the categories)."""
+    values = _numeric(column)
+    if values is not None:
+        return values, None
+    shown = np.array([str(v) for v in column], dtype=object)
+    categories = list(dict.fromkeys(shown.tolist()))
+    return np.array([categories.index(v) for v in shown], np.float64), categories
 
 
 def _numeric(column: np.ndarray) -> np.ndarray | None:

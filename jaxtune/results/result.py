@@ -529,9 +529,11 @@ class SweepResult:
         finite value is positive), coloured by `hparam` (log colour scale when it is
         positive, symmetric-log when it includes 0 and its other values span two decades
         or more), with a colorbar; diverged members dashed grey; members stopped early
-        end in a bar where they stopped. Then one panel per numeric hyperparameter that
-        varies: the final `metric` of each trial (mean over seeds; error bars: its 95%
-        t-interval over seeds, as the y label says, none with one seed) against it,
+        end in a bar where they stopped. Then one panel per hyperparameter that varies
+        (one that is not numeric, an optimizer family or a choice of strings, with a tick
+        per value in order of first appearance): the final `metric` of each trial (mean
+        over seeds; error bars: its 95% t-interval over seeds, as the y label says, none
+        with one seed) against it,
         completed trials filled, trials stopped early hollow (their score when they
         stopped). Its x axis is log when the values are positive and span more
         than a decade, symmetric-log (linear within the smallest nonzero magnitude) when
