@@ -7,12 +7,16 @@ its time there. As soon as the runner knows a group it will train (the initial
 configurations, the configurations a strategy starts), `CompileAhead` compiles the
 programs of that group's first slices in a small thread pool: XLA compiles with the
 GIL released, so groups compile side by side, and the first group trains while the
-others compile.
+others compile. Within a group the training program, the longest, starts first, while
+the sweep's thread compiles the initial population and the minibatch order (which a
+worker only traces); a thread waiting for a program takes that group's queued
+compiles meanwhile.
 
 The programs are compiled through the same `Compiler.program` the round uses, with
-the arguments the round will pass (the population's abstract values, read from a
-real initial population of the slice's size), so the round finds them compiled or
-waits for the thread compiling them: nothing compiles twice. A compile that fails
+the arguments the round will pass (the population's abstract values, traced from the
+initial population's program for the slice's size: `Trainer.init_shapes`), so the
+round finds them compiled or waits for the thread compiling them: nothing compiles
+twice (`tests/test_background_compile.py`). A compile that fails
 in the background raises its exception, as itself, in the round that needs the
 program; anything else that goes wrong ahead only costs the head start.
 
