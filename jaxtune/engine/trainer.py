@@ -269,8 +269,8 @@ class Trainer:
         by_member = self.compiler.by_member
         if abstract:
             members = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=by_member),
-                (hparams, jnp.asarray(seed)))
+                lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a),
+                                               sharding=by_member), (hparams, seed))
         else:
             members = (place(hparams, by_member), place(seed, by_member))
         args = (*members, seed_params, self.init_params, self.keys)
