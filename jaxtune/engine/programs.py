@@ -37,7 +37,7 @@ from jaxtune.engine.state import PopulationState, members_all_finite, non_finite
 from jaxtune.engine.step import evaluate_member, init_member, member_step, rollback
 
 # The programs' names, as XLA (and `jax.log_compiles`) reports them.
-INIT_SEEDS = "init_seeds"  # every seed's initial parameters, once per seed
+INIT_SEEDS = "init_seeds"  # one seed's initial parameters, run once per seed
 INIT = "init_local"  # a population at step 0
 TRAIN = "train_local"  # a chunk of steps of every member
 EVALUATE = "evaluate_local"  # every member's eval metrics
@@ -327,6 +327,9 @@ def init_program(compiler: Compiler, contract: Contract) -> Callable:
     """The program `(hparams, seeds, seed_params, init_params, keys) -> (state, finite)`,
     `finite[m]` whether member m's parameters and model state are all finite."""
     def init_local(hp, seeds, seed_params, init_params, keys):
+        if seed_params is not None:  # one tree per seed (`seed_init_program`), stacked
+            seed_params = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves),
+                                                 *seed_params)
         one = functools.partial(init_member, contract, keys, seed_params, init_params)
         params, model_state, opt_state = jax.vmap(one)(hp, seeds)
         n = seeds.shape[0]
@@ -355,15 +358,14 @@ def non_finite_program() -> Callable:
 
 
 def seed_init_program(compiler: Compiler, contract: Contract) -> Callable:
-    """The program `keys -> (params, model_state)` of every seed, stacked [num_seeds, ...].
+    """The program `(keys, seed) -> (params, model_state)` of one seed, run once per seed.
 
-    Computed once per seed, unbatched: a vmapped random init costs about twice the
-    compile time.
+    One seed's, unbatched, and called for each: its compile time does not grow with the
+    seeds (one copy of `init_fn` per seed in one program made it; a vmapped random init
+    costs about twice the compile time of one). `init_program` stacks the seeds' trees.
     """
-    def init_seeds(keys):
-        trees = [contract.seed_init(jax.random.fold_in(keys[0], s))
-                 for s in range(contract.num_seeds)]
-        return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+    def init_seeds(keys, seed):
+        return contract.seed_init(jax.random.fold_in(keys[0], seed))
 
     return jax.jit(_named(INIT_SEEDS, init_seeds), out_shardings=compiler.replicated)
 

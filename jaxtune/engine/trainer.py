@@ -279,7 +279,7 @@ class Trainer:
 
     def _seed_params_of(self, dynamic_names: Sequence[str], abstract: bool = False,
                         compile: bool = False) -> Any:
-        """Initial parameters and model state of every seed, [num_seeds, ...], or None.
+        """Initial parameters and model state of every seed (a tree per seed), or None.
 
         When `init_fn` takes no dynamic hyperparameter its result depends on the seed
         alone: it is computed once per seed and members gather their seed's copy. With
@@ -290,11 +290,15 @@ class Trainer:
             return None
         if self._seed_params is None:
             build = functools.partial(programs.seed_init_program, self.compiler, self.contract)
-            if abstract:
-                return self.compiler.shapes(programs.INIT_SEEDS, build, self.keys,
-                                            compile=compile)
-            program = self.compiler.program(programs.INIT_SEEDS, build, self.keys)
-            self._seed_params = program(self.keys)
+            replicated = self.compiler.replicated
+            if abstract:  # nothing placed (`init_shapes`)
+                seed = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+                one = self.compiler.shapes(programs.INIT_SEEDS, build, self.keys, seed,
+                                           compile=compile)
+                return (one,) * self.num_seeds
+            seeds = [place(np.int32(s), replicated) for s in range(self.num_seeds)]
+            program = self.compiler.program(programs.INIT_SEEDS, build, self.keys, seeds[0])
+            self._seed_params = tuple(program(self.keys, seed) for seed in seeds)
         return self._seed_params
 
     def abstract_state(self, hparams: Mapping[str, Any], members: int) -> PopulationState:
