@@ -171,8 +171,7 @@ class Compiler:
         `args` may be `jax.ShapeDtypeStruct`s with shardings (what `ahead` programs return).
         """
         key = self._key(name, args)
-        ahead = getattr(self._ahead, "on", False)
-        abstract = ahead and getattr(self._ahead, "abstract", False)
+        ahead, abstract = getattr(self._ahead, "on", False), self.abstract_ahead()
         start = time.perf_counter()
         with _LOCK:
             program = _PROGRAMS.get(key)
@@ -512,10 +511,11 @@ class Chunk(NamedTuple):
             *args)
 
     def _jitted_scan(self, form: str, donate: bool) -> Any:
-        """The jitted program of a "scan" form, as `Compiler.program` would jit it."""
-        return jax.jit(train_program(self.compiler, self.contract, self.returns, self.source,
-                                     self.steps, self.aligned, self.specs, forms.split(form)[1]),
-                       donate_argnums=(0,) if donate else (), out_shardings=self.compiler.by_member)
+        """The jitted program of a "scan" form, as `Compiler.program` jits it."""
+        return self.compiler._jitted(
+            functools.partial(train_program, self.compiler, self.contract, self.returns,
+                              self.source, self.steps, self.aligned, self.specs,
+                              forms.split(form)[1]), (0,) if donate else ())
 
     def _loop(self, members: str, args: tuple) -> tuple[Any, Any, Any]:
         """The begin, steps and end programs of a "loop" form."""
